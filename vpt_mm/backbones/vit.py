@@ -1,0 +1,172 @@
+"""PromptedViT: mmpretrain's VisionTransformer with visual prompts.
+
+Visual Prompt Tuning (Jia et al., ECCV 2022, arXiv 2203.12119).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from mmpretrain.models.backbones import VisionTransformer
+from mmpretrain.models.utils import resize_pos_embed
+
+from ..prompts import PROMPT_PREFIX, VisualPrompt
+from ..registry import register_model
+from .frozen import FrozenBackboneMixin
+
+
+@register_model()
+class PromptedViT(FrozenBackboneMixin, VisionTransformer):
+    """Vision Transformer with learnable visual prompts, backbone frozen.
+
+    Prompts are inserted after the position embedding (they have none):
+    the sequence is ``[CLS, prompts, patches]`` (``[prompts, patches]``
+    without a [CLS] token). Where and how prompts are made and inserted is
+    decided by :class:`vpt_mm.prompts.VisualPrompt`; this class only calls
+    it at every layer input and strips prompts from the outputs.
+
+    Frozen-backbone contract: every parameter outside ``prompt.`` has
+    ``requires_grad=False`` and every backbone module stays in eval mode
+    after ``train()`` (its dropout and drop-path off, as in the reference
+    implementation); only the prompt module follows ``train(mode)``, so
+    prompt dropout is active in training. Pass ``freeze_backbone=False`` for
+    full fine-tuning.
+
+    Args:
+        arch (str | dict): mmpretrain ViT arch, e.g. ``'b'``, ``'l'``,
+            ``'h'``. Defaults to ``'base'``.
+        img_size (int | tuple): Pre-training input size. Defaults to 224.
+        patch_size (int): Defaults to 16.
+        out_type (str): mmpretrain's ``'cls_token'`` (default), ``'raw'``
+            (the whole sequence, prompts included), ``'featmap'`` (patch
+            tokens only, NCHW, for segmentation), ``'avg_featmap'`` (the
+            paper's image-pool: mean of the final patch tokens), plus
+            ``'avg_prompt'`` (prompt-pool) and ``'avg_all'`` (global-pool:
+            mean over prompts and patches). Pools are taken on the output of
+            the final norm and, unlike mmpretrain's ``avg_featmap``, add no
+            untrained extra norm.
+        prompt_cfg (dict): See :class:`vpt_mm.prompts.PromptConfig`.
+            Defaults to VPT-Shallow with one prompt.
+        freeze_backbone (bool): Freeze every non-prompt parameter.
+            Defaults to True.
+        **kwargs: Other arguments of mmpretrain's ``VisionTransformer``.
+
+    Examples:
+        >>> from vpt_mm.backbones import PromptedViT
+        >>> model = PromptedViT(arch='deit-tiny', img_size=32, patch_size=8,
+        ...                     prompt_cfg=dict(num_tokens=5, deep=True))
+        >>> model(torch.rand(2, 3, 32, 32))[0].shape
+        torch.Size([2, 192])
+    """
+
+    OUT_TYPES = {
+        'raw', 'cls_token', 'featmap', 'avg_featmap', 'avg_prompt', 'avg_all'
+    }
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'base',
+                 img_size: Union[int, Sequence[int]] = 224,
+                 patch_size: int = 16,
+                 in_channels: int = 3,
+                 out_type: str = 'cls_token',
+                 prompt_cfg: Optional[dict] = None,
+                 freeze_backbone: bool = True,
+                 **kwargs) -> None:
+        super().__init__(
+            arch=arch,
+            img_size=img_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            out_type=out_type,
+            **kwargs)
+        # mmpretrain adds an untrained LayerNorm for 'avg_featmap'; the
+        # paper's pools read the final-norm output directly.
+        if hasattr(self, 'ln2'):
+            del self.ln2
+        self.prompt = VisualPrompt(
+            prompt_cfg or {},
+            embed_dims=self.embed_dims,
+            num_layers=self.num_layers,
+            patch_size=patch_size,
+            grid_size=self.patch_resolution,
+            in_channels=in_channels)
+        if out_type in ('avg_prompt', 'avg_all'):
+            if not self.prompt.has_prompt_tokens:
+                raise ValueError(
+                    f'out_type {out_type!r} pools prompt tokens, but prompt '
+                    f'location {self.prompt.location!r} adds none')
+            if min(self.out_indices) < self.prompt.layer_ids[0]:
+                raise ValueError(
+                    f'out_type {out_type!r}: out_indices {self.out_indices} '
+                    'include layers before the prompts enter (layer '
+                    f'{self.prompt.layer_ids[0] + 1})')
+        if (self.prompt.location == 'concat-channel'
+                and self.patch_embed.norm is not None):
+            raise ValueError("prompt location 'concat-channel' needs a patch "
+                             'embedding without norm')
+        self.init_frozen_backbone(freeze_backbone)
+
+    def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Embed pixel-space prompt patches with the frozen projection."""
+        tokens, _ = self.patch_embed(pixels)
+        return tokens[:, 0]
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Forward images (B, C, H, W) to the features of ``out_indices``."""
+        B = x.shape[0]
+        x, patch_resolution = self.patch_embed(x)
+        if self.prompt.location == 'concat-channel':
+            x = x + self.prompt.embed_channels(patch_resolution).to(x.dtype)
+
+        if self.cls_token is not None:
+            cls_token = self.cls_token.expand(B, -1, -1)
+            x = torch.cat((cls_token, x), dim=1)
+
+        x = x + resize_pos_embed(
+            self.pos_embed,
+            self.patch_resolution,
+            patch_resolution,
+            mode=self.interpolate_mode,
+            num_extra_tokens=self.num_extra_tokens)
+        x = self.drop_after_pos(x)
+        x = self.pre_norm(x)
+
+        outs = []
+        for i, layer in enumerate(self.layers):
+            x = self.prompt.insert(
+                x,
+                i,
+                self.num_extra_tokens,
+                hw=patch_resolution,
+                embed=self._embed_pixels)
+            x = layer(x)
+
+            if i == len(self.layers) - 1 and self.final_norm:
+                x = self.ln1(x)
+
+            if i in self.out_indices:
+                outs.append(self._format_output(x, patch_resolution))
+
+        return tuple(outs)
+
+    def _format_output(self, x: torch.Tensor,
+                       hw: Sequence[int]) -> torch.Tensor:
+        if self.out_type == 'raw':
+            return x
+        if self.out_type == 'cls_token':
+            return x[:, 0]
+        _, prompts, patches = self.prompt.split(x, self.num_extra_tokens,
+                                                hw[0] * hw[1])
+        if self.out_type == 'featmap':
+            B = x.size(0)
+            return patches.reshape(B, *hw, -1).permute(0, 3, 1, 2)
+        if self.out_type == 'avg_featmap':
+            return patches.mean(dim=1)
+        if self.out_type == 'avg_prompt':
+            return prompts.mean(dim=1)
+        # 'avg_all'
+        return x[:, self.num_extra_tokens:].mean(dim=1)
+
+    def is_prompt_param(self, name: str) -> bool:
+        """Whether a parameter name (relative to the backbone) is a prompt."""
+        return name.startswith(PROMPT_PREFIX)

@@ -1,0 +1,171 @@
+"""Compatibility fixes for the OpenMMLab stack on recent PyTorch builds.
+
+``vpt_mm/__init__.py`` imports this module before anything else and calls
+:func:`apply_all`. Each fix is a no-op where the environment does not need it:
+
+1. **torchvision without its compiled ops.** On a CPU-only torch, a
+   torchvision wheel linked against CUDA libraries cannot load ``_C``, and
+   ``import torchvision`` (so also timm, ``mmpretrain.models`` and
+   ``mmseg.models``) fails with ``operator torchvision::nms does not exist``.
+   When (and only when) the extension cannot be loaded, the schemas of
+   ``torchvision::nms`` and ``torchvision::qnms`` are defined without kernels,
+   so torchvision imports; calling ``nms`` still fails, which VPT never does.
+2. **mmcv-lite has no ``mmcv._ext``**, but mmseg imports ``mmcv.ops``
+   unconditionally in a few modules. When the real extension is absent, a
+   stand-in module is registered whose functions raise a clear
+   :class:`NotImplementedError` when called. ``mmcv_full_available()`` stays
+   ``False``. Users with a compiled mmcv are not touched.
+3. **torch >= 2.6 loads checkpoints with ``weights_only=True``** and
+   mmengine's checkpoints carry ``HistoryBuffer`` and numpy scalars/dtypes in
+   their ``message_hub``. Exactly those classes are added to
+   :func:`torch.serialization.add_safe_globals`, which makes ``resume`` and
+   ``load_from`` work without turning the safety check off. Loading a
+   checkpoint from an untrusted source still goes through the
+   ``weights_only`` unpickler, which only admits the allow-listed classes.
+"""
+from __future__ import annotations
+
+import glob
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import types
+
+import torch
+
+__all__ = [
+    'apply_all', 'patch_torchvision_ops', 'patch_mmcv_ext',
+    'patch_checkpoint_safe_globals'
+]
+
+# Keeps the torch.library handle alive; dropping it would undefine the ops.
+_TORCHVISION_LIB: torch.library.Library | None = None
+_STUB_EXT_NAME = 'mmcv._ext'
+
+
+def _torchvision_op_defined(name: str) -> bool:
+    try:
+        getattr(torch.ops.torchvision, name)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def patch_torchvision_ops() -> bool:
+    """Define the torchvision NMS schemas when its extension cannot load.
+
+    Returns:
+        bool: ``True`` if the schemas were defined by this call.
+    """
+    global _TORCHVISION_LIB
+    if 'torchvision' in sys.modules or _torchvision_op_defined('nms'):
+        return False
+    spec = importlib.util.find_spec('torchvision')
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for location in spec.submodule_search_locations:
+        for lib_path in glob.glob(os.path.join(location, '_C*')):
+            try:
+                torch.ops.load_library(lib_path)
+            except (OSError, ImportError, RuntimeError):
+                continue
+    if _torchvision_op_defined('nms'):
+        return False
+    lib = torch.library.Library('torchvision', 'DEF')
+    lib.define('nms(Tensor dets, Tensor scores, float iou_threshold) '
+               '-> Tensor')
+    lib.define('qnms(Tensor dets, Tensor scores, float iou_threshold) '
+               '-> Tensor')
+    _TORCHVISION_LIB = lib
+    return True
+
+
+class _MissingExt(types.ModuleType):
+    """Stand-in for ``mmcv._ext`` whose every function raises."""
+
+    def __getattr__(self, name: str):
+        if name.startswith('__'):
+            raise AttributeError(name)
+
+        def _unavailable(*args, **kwargs):
+            raise NotImplementedError(
+                f'mmcv op "{name}" needs the compiled mmcv extension, which '
+                'mmcv-lite does not have. Install full mmcv (e.g. '
+                '`mim install mmcv==2.1.0`) to use it; vpt_mm itself never '
+                'calls compiled mmcv ops.')
+
+        _unavailable.__name__ = name
+        return _unavailable
+
+
+def patch_mmcv_ext() -> bool:
+    """Register a stand-in ``mmcv._ext`` when mmcv has no compiled ops.
+
+    Returns:
+        bool: ``True`` if the stand-in was registered by this call.
+    """
+    if _STUB_EXT_NAME in sys.modules:
+        return False
+    try:
+        mmcv_spec = importlib.util.find_spec('mmcv')
+    except (ImportError, ValueError):
+        return False
+    if mmcv_spec is None:
+        return False
+    if importlib.util.find_spec(_STUB_EXT_NAME) is not None:
+        return False
+    stub = _MissingExt(_STUB_EXT_NAME,
+                       'Stand-in for the missing compiled mmcv ops.')
+    # A spec without a loader: mmengine's ``mmcv_full_available()`` and
+    # ``pkgutil.find_loader`` then still report that no extension exists.
+    stub.__spec__ = importlib.machinery.ModuleSpec(_STUB_EXT_NAME, None)
+    stub.vpt_mm_stub = True
+    sys.modules[_STUB_EXT_NAME] = stub
+    return True
+
+
+def _numpy_safe_globals() -> list:
+    import numpy as np
+    try:
+        multiarray = importlib.import_module('numpy._core.multiarray')
+    except ImportError:  # numpy 1.x
+        multiarray = importlib.import_module('numpy.core.multiarray')
+    classes = [multiarray.scalar, np.dtype, multiarray._reconstruct,
+               np.ndarray]
+    dtypes = getattr(np, 'dtypes', None)
+    if dtypes is not None:
+        classes += [
+            getattr(dtypes, name) for name in dir(dtypes)
+            if name.endswith('DType')
+        ]
+    return classes
+
+
+def patch_checkpoint_safe_globals() -> bool:
+    """Allow-list the classes found in mmengine checkpoints' meta data.
+
+    Returns:
+        bool: ``True`` if classes were added to the allow-list.
+    """
+    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
+    if add_safe_globals is None:  # torch < 2.4 loads without weights_only
+        return False
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+    except ImportError:
+        return False
+    classes = [HistoryBuffer] + _numpy_safe_globals()
+    known = set(torch.serialization.get_safe_globals())
+    missing = [cls for cls in classes if cls not in known]
+    if missing:
+        add_safe_globals(missing)
+    return bool(missing)
+
+
+def apply_all() -> dict:
+    """Apply every fix; return which ones changed the environment."""
+    return dict(
+        torchvision_ops=patch_torchvision_ops(),
+        mmcv_ext=patch_mmcv_ext(),
+        checkpoint_safe_globals=patch_checkpoint_safe_globals())

@@ -1,0 +1,26 @@
+"""Registration of vpt_mm components into the OpenMMLab registries.
+
+Models are registered into both mmpretrain's and mmsegmentation's ``MODELS``
+(reachable as ``mmpretrain.PromptedViT`` and ``mmseg.PromptedViT`` from any
+scope); datasets and transforms into mmpretrain's.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from mmpretrain.registry import DATASETS, METRICS, TRANSFORMS  # noqa: F401
+from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+from mmseg.registry import MODELS as SEG_MODELS
+
+__all__ = ['DATASETS', 'PRETRAIN_MODELS', 'SEG_MODELS', 'register_model']
+
+
+def register_model() -> Callable[[type], type]:
+    """Class decorator registering a model into mmpretrain and mmseg."""
+
+    def _register(cls: type) -> type:
+        PRETRAIN_MODELS.register_module(module=cls)
+        SEG_MODELS.register_module(module=cls)
+        return cls
+
+    return _register
