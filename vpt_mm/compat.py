@@ -19,9 +19,16 @@
    mmengine's checkpoints carry ``HistoryBuffer`` and numpy scalars/dtypes in
    their ``message_hub``. Exactly those classes are added to
    :func:`torch.serialization.add_safe_globals`, which makes ``resume`` and
-   ``load_from`` work without turning the safety check off. Loading a
-   checkpoint from an untrusted source still goes through the
-   ``weights_only`` unpickler, which only admits the allow-listed classes.
+   ``load_from`` work without turning the safety check off. mmengine also
+   pickles ``HistoryBuffer``'s statistics functions (``min``, ``max``...),
+   which needs the builtin ``getattr`` in the unpickler; rather than allow
+   ``getattr``, ``HistoryBuffer`` is made to pickle its data only (those
+   functions are a class-level registry that importing mmengine restores).
+   Checkpoints written by mmengine *without* vpt_mm imported still carry
+   them and fail to resume under ``weights_only``: load them with
+   ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` only if you trust their source.
+   Any checkpoint still goes through the ``weights_only`` unpickler, which
+   only admits the allow-listed classes.
 """
 from __future__ import annotations
 
@@ -142,6 +149,13 @@ def _numpy_safe_globals() -> list:
     return classes
 
 
+def _history_buffer_getstate(self) -> dict:
+    """``HistoryBuffer`` state without its statistics functions."""
+    state = dict(self.__dict__)
+    state.pop('statistics_methods', None)
+    return state
+
+
 def patch_checkpoint_safe_globals() -> bool:
     """Allow-list the classes found in mmengine checkpoints' meta data.
 
@@ -155,6 +169,8 @@ def patch_checkpoint_safe_globals() -> bool:
         from mmengine.logging.history_buffer import HistoryBuffer
     except ImportError:
         return False
+    if getattr(HistoryBuffer.__getstate__, '__module__', '') != __name__:
+        HistoryBuffer.__getstate__ = _history_buffer_getstate
     classes = [HistoryBuffer] + _numpy_safe_globals()
     known = set(torch.serialization.get_safe_globals())
     missing = [cls for cls in classes if cls not in known]

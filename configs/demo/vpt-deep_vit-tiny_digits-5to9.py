@@ -1,0 +1,51 @@
+# Demo step 2: VPT-Deep transfer of the frozen digits-0-4 ViT to the digits
+# 5-9 (other classes): only the prompts and the linear head train.
+# Run configs/demo/pretrain_vit-tiny_digits-0to4.py first (tools/demo.py
+# runs every step).
+_base_ = [
+    '../_base_/datasets/sklearn_digits.py',
+    '../_base_/schedules/vpt_sgd_100e.py', '../_base_/default_runtime.py'
+]
+
+pretrained = './work_dirs/demo/pretrain_vit-tiny_digits-0to4/epoch_40.pth'
+vit_tiny = dict(
+    embed_dims=64, num_layers=4, num_heads=4, feedforward_channels=128)
+model = dict(
+    type='ImageClassifier',
+    data_preprocessor=dict(
+        type='ClsDataPreprocessor', mean=[127.5], std=[127.5],
+        to_rgb=False),
+    backbone=dict(
+        type='PromptedViT',
+        arch=vit_tiny,
+        img_size=8,
+        patch_size=2,
+        in_channels=1,
+        prompt_cfg=dict(num_tokens=8, deep=True, dropout=0.1),
+        init_cfg=dict(
+            type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=None,
+    head=dict(
+        type='LinearClsHead',
+        num_classes=5,
+        in_channels=64,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+)
+
+digits = [5, 6, 7, 8, 9]
+train_dataloader = dict(dataset=dict(digits=digits))
+val_dataloader = dict(dataset=dict(digits=digits))
+test_dataloader = val_dataloader
+
+# The paper's schedule, shortened: 2 warm-up epochs, 30 in all.
+optim_wrapper = dict(optimizer=dict(lr=10.0, weight_decay=1e-4))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=2,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=28, by_epoch=True, begin=2, end=30,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=30, val_interval=10)
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=30, max_keep_ckpts=1))
