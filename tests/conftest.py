@@ -1,0 +1,19 @@
+import pytest
+import torch
+
+import vpt_mm  # noqa: F401  (applies the compatibility fixes, registers)
+
+TINY = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def tiny_vit(prompt_cfg=None, **kwargs):
+    """A 4-layer ViT with 8x8 patches at 32x32 (16 patches)."""
+    from vpt_mm.backbones import PromptedViT
+    kwargs.setdefault('img_size', 32)
+    kwargs.setdefault('patch_size', 8)
+    return PromptedViT(arch=TINY, prompt_cfg=prompt_cfg, **kwargs)

@@ -1,0 +1,250 @@
+import pytest
+import torch
+from mmpretrain.models.backbones import VisionTransformer
+
+from tests.conftest import TINY, tiny_vit
+
+VARIANTS = [
+    dict(num_tokens=5),
+    dict(num_tokens=5, deep=True),
+    dict(num_tokens=3, layers=(2, 3)),
+    dict(num_tokens=3, layers=(4, 2)),
+    dict(num_tokens=16, location='add'),
+    dict(num_tokens=16, location='add', deep=True),
+    dict(num_tokens=4, location='prepend-pixel'),
+    dict(num_tokens=1, location='concat-channel'),
+    dict(num_tokens=5, deep=True, share='intra'),
+    dict(num_tokens=5, deep=True, share='inter'),
+    dict(num_tokens=5, deep=True, share='all'),
+    dict(num_tokens=5, deep=True, proj_dim=8),
+    dict(num_tokens=5, deep=True, frozen=True),
+]
+
+
+@pytest.mark.parametrize('prompt_cfg', VARIANTS)
+@pytest.mark.parametrize('size', [32, 48, 64])
+def test_output_shapes(prompt_cfg, size):
+    model = tiny_vit(prompt_cfg, out_type='featmap', out_indices=(1, 3))
+    feats = model(torch.rand(2, 3, size, size))
+    assert [f.shape for f in feats] == [(2, 32, size // 8, size // 8)] * 2
+    model = tiny_vit(prompt_cfg)
+    assert model(torch.rand(2, 3, size, size))[0].shape == (2, 32)
+
+
+@pytest.mark.parametrize('out_type', ['avg_featmap', 'avg_prompt', 'avg_all'])
+@pytest.mark.parametrize('with_cls_token', [True, False])
+def test_pools(out_type, with_cls_token):
+    model = tiny_vit(
+        dict(num_tokens=5, deep=True, dropout=0.0),
+        out_type=out_type,
+        with_cls_token=with_cls_token)
+    model.eval()
+    x = torch.rand(3, 3, 40, 40)
+    raw_model = tiny_vit(
+        dict(num_tokens=5, deep=True, dropout=0.0),
+        out_type='raw',
+        with_cls_token=with_cls_token)
+    raw_model.load_state_dict(model.state_dict())
+    raw_model.eval()
+    raw = raw_model(x)[0]
+    n = int(with_cls_token)
+    assert raw.shape == (3, n + 5 + 25, 32)
+    expected = dict(
+        avg_featmap=raw[:, n + 5:].mean(1),
+        avg_prompt=raw[:, n:n + 5].mean(1),
+        avg_all=raw[:, n:].mean(1))[out_type]
+    torch.testing.assert_close(model(x)[0], expected)
+
+
+def test_featmap_has_no_prompt_tokens():
+    cfg = dict(num_tokens=7, deep=True, dropout=0.0)
+    feat_model = tiny_vit(cfg, out_type='featmap', out_indices=(0, 3))
+    raw_model = tiny_vit(cfg, out_type='raw', out_indices=(0, 3))
+    raw_model.load_state_dict(feat_model.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    for feat, raw in zip(feat_model(x), raw_model(x)):
+        patches = raw[:, 1 + 7:].reshape(2, 4, 4, 32).permute(0, 3, 1, 2)
+        torch.testing.assert_close(feat, patches)
+
+
+def test_requires_grad_by_name():
+    model = tiny_vit(dict(num_tokens=5, deep=True, proj_dim=8))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        'prompt.embeddings', 'prompt.proj.weight', 'prompt.proj.bias'
+    }
+    channel = tiny_vit(dict(num_tokens=1, location='concat-channel'))
+    assert {n for n, p in channel.named_parameters() if p.requires_grad} == {
+        'prompt.channels', 'prompt.channel_proj.weight'
+    }
+    full = tiny_vit(dict(num_tokens=5), freeze_backbone=False)
+    assert all(p.requires_grad for p in full.parameters())
+
+
+def test_train_keeps_backbone_in_eval_mode():
+    model = tiny_vit(dict(num_tokens=5, deep=True), drop_rate=0.1)
+    model.train()
+    assert model.prompt.training and model.prompt.dropout.training
+    for name, module in model.named_modules():
+        if not name.startswith('prompt') and name:
+            assert not module.training, name
+    model.eval()
+    assert not model.prompt.training
+    full = tiny_vit(dict(num_tokens=5), freeze_backbone=False)
+    full.train()
+    assert full.layers[0].training
+
+
+def test_one_step_changes_only_prompts_and_head():
+    from mmpretrain.registry import MODELS
+    clf = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='PromptedViT',
+                arch=TINY,
+                img_size=32,
+                patch_size=8,
+                drop_rate=0.1,
+                prompt_cfg=dict(num_tokens=5, deep=True)),
+            head=dict(
+                type='LinearClsHead',
+                num_classes=3,
+                in_channels=32,
+                loss=dict(type='CrossEntropyLoss'))))
+    clf.train()
+    before = {k: v.clone() for k, v in clf.state_dict().items()}
+    optim = torch.optim.SGD(
+        [p for p in clf.parameters() if p.requires_grad], lr=1.0,
+        momentum=0.9)
+    from mmpretrain.structures import DataSample
+    samples = [DataSample().set_gt_label(i % 3) for i in range(4)]
+    losses = clf(torch.rand(4, 3, 32, 32), samples, mode='loss')
+    sum(losses.values()).backward()
+    optim.step()
+    after = clf.state_dict()
+    for name, param in clf.named_parameters():
+        if name.startswith('backbone.prompt.') or name.startswith('head.'):
+            assert not torch.equal(before[name], after[name]), name
+        else:
+            assert param.grad is None, name
+            assert torch.equal(before[name], after[name]), name
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(num_tokens=6),
+    dict(num_tokens=6, deep=True),
+    dict(num_tokens=6, layers=(2, 3)),
+    dict(num_tokens=4, location='prepend-pixel'),
+])
+def test_prompt_position_invariance(cfg):
+    model = tiny_vit(dict(cfg, dropout=0.0))
+    model.eval()
+    x = torch.rand(2, 3, 32, 32)
+    out = model(x)[0]
+    perm = torch.randperm(model.prompt.num_tokens)
+    with torch.no_grad():
+        if hasattr(model.prompt, 'pixels'):
+            model.prompt.pixels.copy_(model.prompt.pixels[perm])
+        else:
+            model.prompt.embeddings.copy_(model.prompt.embeddings[:, perm])
+    torch.testing.assert_close(model(x)[0], out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(num_tokens=5, deep=True),
+    dict(num_tokens=16, location='add'),
+    dict(num_tokens=1, location='concat-channel'),
+])
+def test_samples_are_independent(cfg):
+    model = tiny_vit(cfg)
+    model.eval()
+    x = torch.rand(4, 3, 32, 32)
+    batch = model(x)[0]
+    single = torch.cat([model(x[i:i + 1])[0] for i in range(4)])
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-5)
+    other = x.clone()
+    other[1:] = torch.rand(3, 3, 32, 32)
+    torch.testing.assert_close(model(other)[0][0], batch[0], atol=1e-5,
+                               rtol=1e-5)
+
+
+def test_zero_add_prompts_equal_plain_vit():
+    model = tiny_vit(dict(num_tokens=16, location='add', dropout=0.0))
+    with torch.no_grad():
+        model.prompt.embeddings.zero_()
+    plain = VisionTransformer(arch=TINY, img_size=32, patch_size=8)
+    missing, unexpected = plain.load_state_dict(
+        model.state_dict(), strict=False)
+    assert missing == [] and unexpected == ['prompt.embeddings']
+    model.eval()
+    plain.eval()
+    x = torch.rand(2, 3, 48, 48)
+    torch.testing.assert_close(model(x)[0], plain(x)[0])
+
+
+@pytest.mark.parametrize('deep, count', [(False, 38_400), (True, 460_800)])
+def test_vit_b16_prompt_parameter_counts(deep, count):
+    from vpt_mm.backbones import PromptedViT
+    from vpt_mm.tuning import count_parameters, format_param_count
+    model = PromptedViT(
+        arch='b', patch_size=16,
+        prompt_cfg=dict(num_tokens=50, deep=deep))
+    counts = count_parameters(model)
+    assert counts.tuned == {'prompt': count}
+    assert counts.backbone == 85_798_656
+    table = format_param_count(counts)
+    assert f'{count:,}' in table
+    assert ('0.53%' if deep else '0.04%') in table
+
+
+def test_builds_in_mmseg_encoder_decoder():
+    from mmengine.registry import DefaultScope
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    cfg = dict(
+        type='EncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor'),
+        backbone=dict(
+            type='mmseg.PromptedViT',
+            arch=TINY,
+            img_size=32,
+            patch_size=8,
+            out_type='featmap',
+            out_indices=(1, 3),
+            prompt_cfg=dict(num_tokens=5, deep=True)),
+        decode_head=dict(
+            type='FCNHead',
+            in_channels=32,
+            in_index=1,
+            channels=16,
+            num_convs=1,
+            num_classes=4,
+            norm_cfg=dict(type='BN'),
+            loss_decode=dict(type='CrossEntropyLoss')))
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg)
+    sample = SegDataSample()
+    sample.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, 32, 32)))
+    sample.set_metainfo(dict(img_shape=(32, 32), ori_shape=(32, 32)))
+    losses = model(torch.rand(2, 3, 32, 32), [sample, sample], mode='loss')
+    assert 'decode.loss_ce' in losses
+    assert not model.backbone.layers[0].attn.qkv.weight.requires_grad
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(out_type='tokens'), 'Unsupported `out_type` tokens'),
+    (dict(out_type='avg_prompt',
+          prompt_cfg=dict(num_tokens=16, location='add')),
+     "pools prompt tokens, but prompt location 'add' adds none"),
+    (dict(out_type='avg_prompt', out_indices=(0, 3),
+          prompt_cfg=dict(num_tokens=2, layers=(2, 4))),
+     'include layers before the prompts enter'),
+    (dict(prompt_cfg=dict(num_tokens=2, layers=(1, 5))),
+     'outside the model: layers are numbered 1..4'),
+])
+def test_bad_arguments(kwargs, match):
+    kwargs.setdefault('prompt_cfg', dict(num_tokens=2))
+    with pytest.raises(ValueError, match=match):
+        tiny_vit(**kwargs)

@@ -1,0 +1,66 @@
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from vpt_mm import compat
+
+
+def test_torchvision_ops_defined_and_noop_when_done():
+    # vpt_mm is imported: torchvision imports, and nms has a schema.
+    import torchvision  # noqa: F401
+    assert hasattr(torch.ops.torchvision, 'nms')
+    assert hasattr(torch.ops.torchvision, 'qnms')
+    # torchvision is imported now: nothing left to do.
+    assert compat.patch_torchvision_ops() is False
+
+
+def test_torchvision_fix_in_a_fresh_interpreter():
+    code = ('import vpt_mm.compat as c; fixed = c.patch_torchvision_ops(); '
+            'import torchvision, timm; '
+            'import torchvision.ops as ops, torch; '
+            'print("fixed" if fixed else "native")')
+    out = subprocess.run([sys.executable, '-c', code],
+                         capture_output=True,
+                         text=True,
+                         check=True)
+    # Either the extension loads (nothing patched) or the schemas are made.
+    assert out.stdout.strip() in ('fixed', 'native')
+
+
+def test_mmcv_ext_stub_raises_clearly():
+    from mmengine.utils.dl_utils import mmcv_full_available
+    ext = sys.modules['mmcv._ext']
+    if not getattr(ext, 'vpt_mm_stub', False):
+        pytest.skip('a compiled mmcv is installed; the stub is not used')
+    assert mmcv_full_available() is False
+    with pytest.raises(NotImplementedError, match='compiled mmcv extension'):
+        ext.nms(None)
+    import mmseg.models  # noqa: F401  (imports mmcv.ops)
+
+
+def test_mmcv_ext_noop_when_present(monkeypatch):
+    real = types.ModuleType('mmcv._ext')
+    monkeypatch.setitem(sys.modules, 'mmcv._ext', real)
+    assert compat.patch_mmcv_ext() is False
+    assert sys.modules['mmcv._ext'] is real
+
+
+def test_checkpoint_with_message_hub_loads_weights_only(tmp_path):
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('test_compat')
+    hub.update_scalar('train/loss', 1.5)
+    hub.update_info('np_scalar', np.float64(2.0))
+    ckpt = dict(
+        message_hub=hub.state_dict(),
+        meta=dict(seed=np.int64(3), dtype=np.dtype('float32')))
+    path = tmp_path / 'ckpt.pth'
+    torch.save(ckpt, path)
+    loaded = torch.load(path, weights_only=True)
+    assert loaded['meta']['seed'] == 3
+    buf = loaded['message_hub']['log_scalars']['train/loss']
+    assert buf.current() == 1.5 and buf.statistics('mean') == 1.5
+    assert compat.patch_checkpoint_safe_globals() is False  # already done

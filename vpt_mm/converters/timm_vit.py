@@ -1,0 +1,59 @@
+"""timm ``VisionTransformer`` state dict -> mmpretrain ``VisionTransformer``."""
+from __future__ import annotations
+
+import re
+from typing import Dict
+
+import torch
+
+# (timm pattern, mmpretrain replacement); the first match wins.
+_RULES = (
+    (r'^cls_token$', 'cls_token'),
+    (r'^pos_embed$', 'pos_embed'),
+    (r'^patch_embed\.proj\.', 'patch_embed.projection.'),
+    (r'^norm_pre\.', 'pre_norm.'),
+    (r'^blocks\.(\d+)\.norm1\.', r'layers.\1.ln1.'),
+    (r'^blocks\.(\d+)\.norm2\.', r'layers.\1.ln2.'),
+    (r'^blocks\.(\d+)\.attn\.(qkv|proj)\.', r'layers.\1.attn.\2.'),
+    (r'^blocks\.(\d+)\.ls1\.gamma$', r'layers.\1.attn.gamma1.weight'),
+    (r'^blocks\.(\d+)\.ls2\.gamma$', r'layers.\1.ffn.gamma2.weight'),
+    (r'^blocks\.(\d+)\.mlp\.fc1\.', r'layers.\1.ffn.layers.0.0.'),
+    (r'^blocks\.(\d+)\.mlp\.fc2\.', r'layers.\1.ffn.layers.1.'),
+    (r'^norm\.', 'ln1.'),
+)
+# Classifier heads are task-specific and not part of the backbone.
+_DROPPED = (r'^head\.', r'^head_dist\.', r'^pre_logits\.')
+
+
+def convert_timm_vit(state: Dict[str, torch.Tensor]) -> \
+        Dict[str, torch.Tensor]:
+    """Rename a timm ViT state dict to mmpretrain ``VisionTransformer`` keys.
+
+    Args:
+        state (dict): A timm ``VisionTransformer`` state dict (class token,
+            pre-norm blocks, final ``norm``).
+
+    Returns:
+        dict: Backbone keys for mmpretrain's ``VisionTransformer`` and
+        vpt_mm's ``PromptedViT``; the classifier head is dropped.
+
+    Raises:
+        ValueError: On a key this converter does not know (e.g. timm's
+            ``fc_norm`` of global-pool models, or register tokens), naming it.
+    """
+    out = {}
+    for key, value in state.items():
+        if any(re.match(p, key) for p in _DROPPED):
+            continue
+        for pattern, repl in _RULES:
+            if re.match(pattern, key):
+                out[re.sub(pattern, repl, key)] = value
+                break
+        else:
+            raise ValueError(
+                f'timm ViT key {key!r} has no mmpretrain VisionTransformer '
+                'equivalent; this converter supports class-token ViTs with '
+                "a final 'norm' (no fc_norm, register tokens or qk-norm)")
+    if 'pos_embed' not in out:
+        raise ValueError('Not a timm ViT state dict: no pos_embed')
+    return out

@@ -1,0 +1,97 @@
+"""Parameter accounting: backbone size, tuned parameters and their share.
+
+The share is relative to the backbone without its prompts (ViT-B/16 at 224:
+85,798,656 parameters) and printed truncated to two decimals, the paper's
+convention: VPT-Deep p=50 tunes 460,800 prompt parameters = 0.537% -> 0.53%,
+VPT-Shallow 38,400 = 0.0448% -> 0.04%.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict
+
+import torch.nn as nn
+
+from ..prompts import VisualPrompt
+
+
+@dataclass
+class ParamCount:
+    """Parameter counts of a model.
+
+    Attributes:
+        backbone (int): Backbone parameters, prompts excluded.
+        tuned (dict[str, int]): Trainable parameters per group: ``prompt``,
+            ``backbone`` (non-prompt backbone parameters left trainable),
+            and one entry per other top-level module (e.g. ``head``).
+    """
+
+    backbone: int
+    tuned: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_tuned(self) -> int:
+        """All trainable parameters."""
+        return sum(self.tuned.values())
+
+    def percent(self, group: str = None) -> float:
+        """Trainable parameters (of one group) as % of the backbone."""
+        count = self.total_tuned if group is None else self.tuned.get(
+            group, 0)
+        return 100.0 * count / self.backbone
+
+
+def _prompt_param_ids(module: nn.Module) -> set:
+    ids = set()
+    for sub in module.modules():
+        if isinstance(sub, VisualPrompt):
+            ids.update(id(p) for p in sub.parameters())
+    return ids
+
+
+def count_parameters(model: nn.Module) -> ParamCount:
+    """Count backbone and tuned parameters of a model.
+
+    Args:
+        model (nn.Module): A model with a ``backbone`` attribute (mmpretrain
+            ``ImageClassifier``, mmseg ``EncoderDecoder``) or a backbone.
+
+    Returns:
+        ParamCount: The counts.
+    """
+    backbone = getattr(model, 'backbone', model)
+    prompt_ids = _prompt_param_ids(model)
+    backbone_ids = {id(p) for p in backbone.parameters()}
+    count = ParamCount(backbone=sum(
+        p.numel() for p in backbone.parameters() if id(p) not in prompt_ids))
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if id(param) in prompt_ids:
+            group = 'prompt'
+        elif id(param) in backbone_ids:
+            group = 'backbone'
+        else:
+            group = name.split('.')[0]
+        count.tuned[group] = count.tuned.get(group, 0) + param.numel()
+    return count
+
+
+def _truncate(value: float, digits: int = 2) -> str:
+    scale = 10**digits
+    return f'{math.floor(value * scale) / scale:.{digits}f}'
+
+
+def format_param_count(count: ParamCount) -> str:
+    """A small text table of a :class:`ParamCount`."""
+    rows = [('backbone (frozen + tuned, no prompts)', count.backbone, '')]
+    for group, num in sorted(count.tuned.items()):
+        rows.append((f'tuned: {group}', num,
+                     f'{_truncate(count.percent(group))}%'))
+    rows.append(('tuned: total', count.total_tuned,
+                 f'{_truncate(count.percent())}%'))
+    width = max(len(r[0]) for r in rows)
+    lines = [f'{"parameters":<{width}}  {"count":>13}  {"% backbone":>10}']
+    lines += [f'{a:<{width}}  {b:>13,}  {c:>10}' for a, b, c in rows]
+    return '\n'.join(lines)
