@@ -1,0 +1,128 @@
+import os
+
+import pytest
+import torch
+from mmpretrain.registry import MODELS
+
+from tests.conftest import TINY, tiny_vit
+from vpt_mm.checkpoints import (load_pretrained_backbone, load_tuned,
+                                save_tuned, tuned_state_dict)
+
+
+def classifier(num_tokens=5, deep=True, pretrained=None, embed_dims=32):
+    arch = dict(TINY, embed_dims=embed_dims)
+    backbone = dict(
+        type='PromptedViT',
+        arch=arch,
+        img_size=32,
+        patch_size=8,
+        prompt_cfg=dict(num_tokens=num_tokens, deep=deep))
+    if pretrained:
+        backbone['init_cfg'] = dict(type='Pretrained', checkpoint=pretrained)
+    return MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=backbone,
+            head=dict(
+                type='LinearClsHead',
+                num_classes=3,
+                in_channels=embed_dims,
+                loss=dict(type='CrossEntropyLoss'))))
+
+
+@pytest.fixture
+def pretrained(tmp_path):
+    from mmpretrain.models.backbones import VisionTransformer
+    path = str(tmp_path / 'backbone.pth')
+    torch.save(
+        dict(
+            state_dict=VisionTransformer(
+                arch=TINY, img_size=32, patch_size=8).state_dict()), path)
+    return path
+
+
+def test_tuned_round_trip(tmp_path, pretrained):
+    model = classifier(pretrained=pretrained)
+    model.init_weights()
+    with torch.no_grad():  # pretend training changed prompts and head
+        model.backbone.prompt.embeddings.add_(1.0)
+        model.head.fc.weight.add_(1.0)
+    path = str(tmp_path / 'task.safetensors')
+    saved = save_tuned(model, path)
+    assert set(saved) == {
+        'backbone.prompt.embeddings', 'head.fc.weight', 'head.fc.bias'
+    }
+    # 4 layers x 5 prompts x 32 + head, in float32, plus a small header.
+    assert os.path.getsize(path) < (4 * 5 * 32 + 3 * 33) * 4 + 2048
+
+    fresh = classifier(pretrained=pretrained)
+    fresh.init_weights()
+    load_tuned(fresh, path)
+    model.eval()
+    fresh.eval()
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(
+        fresh(x, mode='tensor'), model(x, mode='tensor'))
+    for key, value in tuned_state_dict(model).items():
+        assert torch.equal(fresh.state_dict()[key], value)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(num_tokens=10), r'saved for num_tokens=5 .* the model has '
+     'num_tokens=10'),
+    (dict(embed_dims=64), r'saved for embed_dims=32 .* the model has '
+     'embed_dims=64'),
+    (dict(deep=False), r"'backbone.prompt.embeddings' has shape "
+     r'\(4, 5, 32\), the model expects \(1, 5, 32\)'),
+])
+def test_tuned_file_for_another_model(tmp_path, kwargs, match):
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(classifier(), path)
+    with pytest.raises(ValueError, match=match):
+        load_tuned(classifier(**kwargs), path)
+
+
+def test_tuned_file_missing_keys(tmp_path):
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(tiny_vit(dict(num_tokens=5)), path)
+    with pytest.raises(ValueError, match='does not fit the model: missing '
+                       r"\['backbone.prompt.embeddings', 'head.fc.bias'"):
+        load_tuned(classifier(), path)
+
+
+def test_pretrained_must_fit(tmp_path, pretrained):
+    state = torch.load(pretrained)['state_dict']
+    del state['layers.1.ln1.weight']
+    bad = str(tmp_path / 'missing.pth')
+    torch.save(state, bad)
+    with pytest.raises(ValueError, match="key 'layers.1.ln1.weight' is "
+                       'missing from the checkpoint'):
+        load_pretrained_backbone(tiny_vit(dict(num_tokens=2)), bad)
+
+    state = torch.load(pretrained)['state_dict']
+    state['extra.weight'] = torch.zeros(1)
+    torch.save(state, bad)
+    with pytest.raises(ValueError, match="key 'extra.weight' is unexpected"):
+        load_pretrained_backbone(tiny_vit(dict(num_tokens=2)), bad)
+
+    state = torch.load(pretrained)['state_dict']
+    state['layers.0.attn.qkv.weight'] = torch.zeros(5, 5)
+    torch.save(state, bad)
+    with pytest.raises(ValueError, match='size mismatch for '
+                       'layers.0.attn.qkv.weight'):
+        load_pretrained_backbone(tiny_vit(dict(num_tokens=2)), bad)
+
+
+def test_whole_model_checkpoint_needs_prefix(tmp_path, pretrained):
+    state = {
+        f'backbone.{k}': v
+        for k, v in torch.load(pretrained)['state_dict'].items()
+    }
+    path = str(tmp_path / 'whole.pth')
+    torch.save(dict(state_dict=state), path)
+    model = tiny_vit(dict(num_tokens=2))
+    with pytest.raises(ValueError, match="set prefix='backbone.'"):
+        load_pretrained_backbone(model, path)
+    load_pretrained_backbone(model, path, prefix='backbone')
+    with pytest.raises(ValueError, match="starts with the prefix 'head.'"):
+        load_pretrained_backbone(model, path, prefix='head.')

@@ -1,0 +1,39 @@
+"""Extract the tuned tensors (prompts + head, ...) of a training checkpoint
+into a small safetensors file; ``tools/test.py CONFIG FILE.safetensors``
+evaluates it on top of the config's pretrained backbone.
+
+Example:
+    python tools/model_converters/extract_tuned.py CONFIG \
+        work_dirs/x/epoch_100.pth task.safetensors
+"""
+import argparse
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner.checkpoint import load_checkpoint
+
+from vpt_mm.checkpoints import save_tuned
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='the config the checkpoint was '
+                        'trained with (decides what is tuned)')
+    parser.add_argument('checkpoint', help='mmengine training checkpoint')
+    parser.add_argument('out', help='output .safetensors file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model = MODELS.build(cfg.model)
+    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    state = save_tuned(model, args.out)
+    size = sum(v.numel() * v.element_size() for v in state.values())
+    print(f'Saved {len(state)} tuned tensors ({size / 1024:.1f} KiB) to '
+          f'{args.out}')
+
+
+if __name__ == '__main__':
+    main()
