@@ -5,8 +5,12 @@ import torch
 from mmpretrain.registry import MODELS
 
 from tests.conftest import TINY, tiny_vit
-from vpt_mm.checkpoints import (load_pretrained_backbone, load_tuned,
-                                save_tuned, tuned_state_dict)
+from vpt_mm.checkpoints import (
+    load_pretrained_backbone,
+    load_tuned,
+    save_tuned,
+    tuned_state_dict,
+)
 
 
 def classifier(num_tokens=5, deep=True, pretrained=None, embed_dims=32):

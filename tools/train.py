@@ -8,8 +8,12 @@ import argparse
 
 from mmengine.runner import Runner
 
-from vpt_mm.runner import (add_common_args, enable_amp, load_config,
-                           setup_distributed)
+from vpt_mm.runner import (
+    add_common_args,
+    enable_amp,
+    load_config,
+    setup_distributed,
+)
 
 
 def parse_args() -> argparse.Namespace:

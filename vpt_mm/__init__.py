@@ -1,8 +1,9 @@
 """vpt_mm: Visual Prompt Tuning as an OpenMMLab extension package.
 
 Importing the package registers its models into mmpretrain's and
-mmsegmentation's registries, and its datasets into mmpretrain's. Configs load
-it with ``custom_imports=dict(imports=['vpt_mm'], allow_failed_imports=False)``.
+mmsegmentation's registries, and its datasets into mmpretrain's. Configs
+load it with
+``custom_imports=dict(imports=['vpt_mm'], allow_failed_imports=False)``.
 """
 from . import compat
 

@@ -4,8 +4,11 @@ import torch
 from mmpretrain.models.backbones import VisionTransformer
 
 from tests.conftest import TINY, tiny_vit
-from vpt_mm.converters import (convert_timm_vit, load_source_checkpoint,
-                               save_backbone_checkpoint)
+from vpt_mm.converters import (
+    convert_timm_vit,
+    load_source_checkpoint,
+    save_backbone_checkpoint,
+)
 
 
 def make_timm(**kwargs):
@@ -46,16 +49,24 @@ def test_convert_and_match_timm_features(tmp_path, suffix):
     torch.testing.assert_close(plain(x)[0], expected, atol=1e-5, rtol=1e-5)
 
     # Loaded through init_cfg into a PromptedViT: only the prompt keys are
-    # missing; with the prompts removed it is timm's model.
+    # missing, the prompts keep their init, the rest is timm's weights.
     model = tiny_vit(
         dict(num_tokens=4, deep=True),
         init_cfg=dict(type='Pretrained', checkpoint=dst))
     prompts_before = model.prompt.embeddings.clone()
     model.init_weights()
     assert torch.equal(model.prompt.embeddings, prompts_before)
+    state = model.state_dict()
+    for key, value in plain.state_dict().items():
+        assert torch.equal(state[key], value), key
+    # 'add' prompts set to zero leave the sequence as it is: timm's output.
+    model = tiny_vit(
+        dict(num_tokens=16, location='add'),
+        init_cfg=dict(type='Pretrained', checkpoint=dst))
+    model.init_weights()
+    with torch.no_grad():
+        model.prompt.embeddings.zero_()
     model.eval()
-    model.prompt.layer_ids = []  # remove the prompts
-    model.prompt._index = {}
     torch.testing.assert_close(model(x)[0], expected, atol=1e-5, rtol=1e-5)
 
 

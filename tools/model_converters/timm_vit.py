@@ -7,8 +7,11 @@ Example:
 """
 import argparse
 
-from vpt_mm.converters import (convert_timm_vit, load_source_checkpoint,
-                               save_backbone_checkpoint)
+from vpt_mm.converters import (
+    convert_timm_vit,
+    load_source_checkpoint,
+    save_backbone_checkpoint,
+)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""timm ``VisionTransformer`` state dict -> mmpretrain ``VisionTransformer``."""
+"""timm ``VisionTransformer`` state dict -> mmpretrain ViT backbone keys."""
 from __future__ import annotations
 
 import re

@@ -1,6 +1,13 @@
 """Prompt components shared by every prompted backbone (plain torch)."""
-from .config import (DEFAULT_DROPOUT, INITS, LOCATIONS, PIXEL_LOCATIONS,
-                     SHARES, PromptConfig, load_cls_init)
+from .config import (
+                     DEFAULT_DROPOUT,
+                     INITS,
+                     LOCATIONS,
+                     PIXEL_LOCATIONS,
+                     SHARES,
+                     PromptConfig,
+                     load_cls_init,
+)
 from .prompt import PROMPT_PREFIX, VisualPrompt, resize_grid
 
 __all__ = [

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import PIXEL_LOCATIONS, PromptConfig, load_cls_init
+from .config import PromptConfig, load_cls_init
 
 PROMPT_PREFIX = 'prompt.'
 
