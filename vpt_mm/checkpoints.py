@@ -94,6 +94,11 @@ def load_pretrained_backbone(backbone: nn.Module,
             f'key {first!r} is {kind} the checkpoint ({len(missing)} missing,'
             f' {len(unexpected)} unexpected keys in all; convert the '
             'checkpoint with tools/model_converters/ first?)')
+    from mmengine.logging import print_log
+    print_log(
+        f'Loaded {len(state)} pretrained tensors into '
+        f'{type(backbone).__name__} from {filename}; prompts keep their '
+        'initialisation', logger='current')
 
 
 def _is_prompt_key(model: nn.Module, key: str) -> bool:

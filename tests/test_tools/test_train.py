@@ -115,3 +115,22 @@ def test_dist_train_two_processes(tmp_path):
     initial = torch.load(osp.join(work, 'epoch_1.pth'))
     assert torch.equal(initial['state_dict']['backbone.prompt.embeddings'],
                        rank0)
+
+
+def test_class_prototypes_tool_feeds_cls_init(tmp_path):
+    cfg = write_config(tmp_path, epochs=1)
+    out = str(tmp_path / 'protos.pt')
+    run([sys.executable, 'tools/analysis_tools/class_prototypes.py', cfg,
+         out])
+    protos = torch.load(out)
+    assert protos.shape == (5, 64)
+    from vpt_mm.backbones import PromptedViT
+    model = PromptedViT(
+        arch=dict(
+            embed_dims=64, num_layers=4, num_heads=4,
+            feedforward_channels=128),
+        img_size=8,
+        patch_size=2,
+        in_channels=1,
+        prompt_cfg=dict(num_tokens=5, init='cls', cls_init=out))
+    assert torch.equal(model.prompt.embeddings[0], protos)

@@ -1,0 +1,62 @@
+"""Compute class prototypes (mean final [CLS] embedding per class of the
+training set, frozen backbone without prompts) for ``init='cls'``.
+
+Example:
+    python tools/analysis_tools/class_prototypes.py CONFIG protos.pt
+    # then: --cfg-options model.backbone.prompt_cfg.init=cls \
+    #   model.backbone.prompt_cfg.cls_init=protos.pt \
+    #   model.backbone.prompt_cfg.num_tokens=<num classes>
+"""
+import argparse
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+
+from vpt_mm.checkpoints import load_pretrained_backbone
+from vpt_mm.prompts import class_prototypes, collect_features
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='a classification config')
+    parser.add_argument('out', help='output .pt file of shape (C, d)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    from mmengine.registry import MODELS
+
+    backbone_cfg = cfg.model.backbone.copy()
+    init_cfg = backbone_cfg.pop('init_cfg', None)
+    for key in ('prompt_cfg', 'freeze_backbone'):
+        backbone_cfg.pop(key, None)
+    backbone_cfg.update(type='VisionTransformer', out_type='cls_token')
+    backbone = MODELS.build(backbone_cfg)
+    if init_cfg is None:
+        parser.error('the config has no pretrained backbone (init_cfg)')
+    load_pretrained_backbone(
+        backbone, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'))
+    backbone.eval()
+    preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    loader_cfg = cfg.train_dataloader.copy()
+    loader_cfg.sampler = dict(type='DefaultSampler', shuffle=False)
+    loader = Runner.build_dataloader(loader_cfg)
+
+    def batches():
+        for data in loader:
+            data = preprocessor(data, training=False)
+            labels = torch.cat([s.gt_label for s in data['data_samples']])
+            yield data['inputs'], labels
+
+    feats, labels = collect_features(lambda x: backbone(x)[-1], batches())
+    protos = class_prototypes(feats, labels, cfg.model.head.num_classes)
+    torch.save(protos, args.out)
+    print(f'Saved {tuple(protos.shape)} class prototypes to {args.out}')
+
+
+if __name__ == '__main__':
+    main()
