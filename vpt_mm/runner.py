@@ -37,14 +37,30 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
+def config_from_file(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """Load a config, apply ``--cfg-options`` and set its default scope.
+
+    Args:
+        path (str): Config file.
+        cfg_options (dict, optional): Parsed ``--cfg-options``.
+
+    Returns:
+        Config: The merged config.
+    """
+    from mmengine.registry import init_default_scope
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    return cfg
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Load the config and apply ``--cfg-options``, ``--work-dir``,
     ``--launcher``; the default work dir is ``work_dirs/<config name>``."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = config_from_file(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

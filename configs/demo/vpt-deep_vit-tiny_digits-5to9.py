@@ -3,34 +3,17 @@
 # Run configs/demo/pretrain_vit-tiny_digits-0to4.py first (tools/demo.py
 # runs every step).
 _base_ = [
-    '../_base_/datasets/sklearn_digits.py',
+    './_base_/vit-tiny_digits.py', '../_base_/datasets/sklearn_digits.py',
     '../_base_/schedules/vpt_sgd_100e.py', '../_base_/default_runtime.py'
 ]
 
 pretrained = './work_dirs/demo/pretrain_vit-tiny_digits-0to4/epoch_40.pth'
-vit_tiny = dict(
-    embed_dims=64, num_layers=4, num_heads=4, feedforward_channels=128)
 model = dict(
-    type='ImageClassifier',
-    data_preprocessor=dict(
-        type='ClsDataPreprocessor', mean=[127.5], std=[127.5],
-        to_rgb=False),
     backbone=dict(
         type='PromptedViT',
-        arch=vit_tiny,
-        img_size=8,
-        patch_size=2,
-        in_channels=1,
         prompt_cfg=dict(num_tokens=8, deep=True, dropout=0.1),
         init_cfg=dict(
-            type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=None,
-    head=dict(
-        type='LinearClsHead',
-        num_classes=5,
-        in_channels=64,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-)
+            type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
 
 digits = [5, 6, 7, 8, 9]
 train_dataloader = dict(dataset=dict(digits=digits))

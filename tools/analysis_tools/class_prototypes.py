@@ -10,12 +10,12 @@ Example:
 import argparse
 
 import torch
-from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from vpt_mm.checkpoints import load_pretrained_backbone
 from vpt_mm.prompts import class_prototypes, collect_features
+from vpt_mm.runner import config_from_file
 
 
 def main() -> None:
@@ -24,10 +24,7 @@ def main() -> None:
     parser.add_argument('out', help='output .pt file of shape (C, d)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    cfg = config_from_file(args.config, args.cfg_options)
     from mmengine.registry import MODELS
 
     backbone_cfg = cfg.model.backbone.copy()

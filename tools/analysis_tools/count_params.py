@@ -7,9 +7,9 @@ Example:
 """
 import argparse
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
+from mmengine.config import DictAction
 
+from vpt_mm.runner import config_from_file
 from vpt_mm.tuning import count_parameters, format_param_count
 
 
@@ -18,11 +18,8 @@ def main() -> None:
     parser.add_argument('config', help='config file with a `model`')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = config_from_file(args.config, args.cfg_options)
     cfg.model.backbone.pop('init_cfg', None)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     from mmengine.registry import MODELS
     model = MODELS.build(cfg.model)
     print(format_param_count(count_parameters(model)))

@@ -8,11 +8,12 @@ Example:
 """
 import argparse
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.config import DictAction
+from mmengine.registry import MODELS
 from mmengine.runner.checkpoint import load_checkpoint
 
 from vpt_mm.checkpoints import save_tuned
+from vpt_mm.runner import config_from_file
 
 
 def main() -> None:
@@ -23,10 +24,7 @@ def main() -> None:
     parser.add_argument('out', help='output .safetensors file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    cfg = config_from_file(args.config, args.cfg_options)
     model = MODELS.build(cfg.model)
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
     state = save_tuned(model, args.out)

@@ -1,30 +1,10 @@
-# ViT-H/14 with VPT-Deep prompts (p=50) and a linear head, mmpretrain classifier.
-# The backbone is loaded strictly from an mmpretrain-format checkpoint made
-# by tools/model_converters/ (see README, "Checkpoints"); only the prompt
-# keys may be missing from it. Task configs set head.num_classes.
+# ViT-H/14 with VPT-Deep prompts (p=50) and a linear head: the ViT-B/16 model
+# with another arch, patch size and checkpoint.
+_base_ = ['./vpt_vit-b16.py']
+
 model = dict(
-    type='ImageClassifier',
-    data_preprocessor=dict(
-        type='ClsDataPreprocessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        to_rgb=True),
     backbone=dict(
-        type='PromptedViT',
         arch='h',
-        img_size=224,
         patch_size=14,
-        drop_rate=0.0,
-        drop_path_rate=0.0,
-        out_type='cls_token',
-        prompt_cfg=dict(num_tokens=50, deep=True, dropout=0.1),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/vit-h14_in21k.pth')),
-    neck=None,
-    head=dict(
-        type='LinearClsHead',
-        num_classes=1000,
-        in_channels=1280,
-        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
-)
+        init_cfg=dict(checkpoint='checkpoints/vit-h14_in21k.pth')),
+    head=dict(in_channels=1280))
