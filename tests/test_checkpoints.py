@@ -130,3 +130,10 @@ def test_whole_model_checkpoint_needs_prefix(tmp_path, pretrained):
     load_pretrained_backbone(model, path, prefix='backbone')
     with pytest.raises(ValueError, match="starts with the prefix 'head.'"):
         load_pretrained_backbone(model, path, prefix='head.')
+
+
+def test_frozen_prompts_are_saved_too():
+    # A "prompt-fixed" task needs its random prompts to be reproduced.
+    model = tiny_vit(dict(num_tokens=3, frozen=True))
+    assert not model.prompt.embeddings.requires_grad
+    assert set(tuned_state_dict(model)) == {'prompt.embeddings'}

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from .prompts import VisualPrompt
+from .prompts import VisualPrompt, prompt_parameter_names
 
 TUNED_FORMAT = 'vpt_mm.tuned.v1'
 
@@ -85,7 +85,8 @@ def load_pretrained_backbone(backbone: nn.Module,
     except RuntimeError as err:
         raise ValueError(f'Checkpoint {filename} does not fit '
                          f'{type(backbone).__name__}: {err}') from err
-    missing = [k for k in missing if not _is_prompt_key(backbone, k)]
+    prompt_keys = prompt_parameter_names(backbone)
+    missing = [k for k in missing if k not in prompt_keys]
     if missing or unexpected:
         first = (missing or unexpected)[0]
         kind = 'missing from' if missing else 'unexpected in'
@@ -101,25 +102,21 @@ def load_pretrained_backbone(backbone: nn.Module,
         'initialisation', logger='current')
 
 
-def _is_prompt_key(model: nn.Module, key: str) -> bool:
-    for name, module in model.named_modules():
-        if isinstance(module, VisualPrompt) and key.startswith(
-                f'{name}.' if name else ''):
-            return True
-    return False
-
-
 def tuned_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     """The tensors a task needs on top of the frozen backbone.
 
-    Every parameter with ``requires_grad=True``, plus the persistent buffers
-    (e.g. BatchNorm statistics) of modules that own such a parameter.
+    Every parameter with ``requires_grad=True`` and every prompt parameter
+    (frozen prompts too: a "prompt-fixed" task needs its random prompts),
+    plus the persistent buffers (e.g. BatchNorm statistics) of modules that
+    own such a parameter.
     """
+    prompt_keys = prompt_parameter_names(model)
     state = {}
     for mod_name, module in model.named_modules():
         prefix = f'{mod_name}.' if mod_name else ''
         own = list(module.named_parameters(recurse=False))
-        trainable = [(n, p) for n, p in own if p.requires_grad]
+        trainable = [(n, p) for n, p in own
+                     if p.requires_grad or prefix + n in prompt_keys]
         for name, param in trainable:
             state[prefix + name] = param.detach()
         if trainable:

@@ -13,14 +13,15 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(REPO, 'configs', 'demo', 'vpt-deep_vit-tiny_digits-5to9.py')
 
 pytestmark = pytest.mark.slow
+# The demo's tiny ViT (configs/demo/_base_/vit-tiny_digits.py).
+DEMO_ARCH = dict(
+    embed_dims=64, num_layers=4, num_heads=4, feedforward_channels=128)
 
 
 def write_config(tmp_path, epochs=2, extra=''):
     """A short VPT-Deep run of the demo on a random 'pretrained' ViT."""
     backbone = VisionTransformer(
-        arch=dict(
-            embed_dims=64, num_layers=4, num_heads=4,
-            feedforward_channels=128),
+        arch=DEMO_ARCH,
         img_size=8,
         patch_size=2,
         in_channels=1)
@@ -126,9 +127,7 @@ def test_class_prototypes_tool_feeds_cls_init(tmp_path):
     assert protos.shape == (5, 64)
     from vpt_mm.backbones import PromptedViT
     model = PromptedViT(
-        arch=dict(
-            embed_dims=64, num_layers=4, num_heads=4,
-            feedforward_channels=128),
+        arch=DEMO_ARCH,
         img_size=8,
         patch_size=2,
         in_channels=1,

@@ -10,7 +10,7 @@ import torch
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
-from ..prompts import PROMPT_PREFIX, VisualPrompt
+from ..prompts import VisualPrompt
 from ..registry import register_model
 from .frozen import FrozenBackboneMixin
 
@@ -166,7 +166,3 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             return prompts.mean(dim=1)
         # 'avg_all'
         return x[:, self.num_extra_tokens:].mean(dim=1)
-
-    def is_prompt_param(self, name: str) -> bool:
-        """Whether a parameter name (relative to the backbone) is a prompt."""
-        return name.startswith(PROMPT_PREFIX)

@@ -8,11 +8,17 @@ from .config import (
     PromptConfig,
     load_cls_init,
 )
-from .prompt import PROMPT_PREFIX, VisualPrompt, resize_grid
+from .prompt import (
+    PROMPT_PREFIX,
+    VisualPrompt,
+    prompt_parameter_names,
+    resize_grid,
+)
 from .prototypes import class_prototypes, collect_features
 
 __all__ = [
     'DEFAULT_DROPOUT', 'INITS', 'LOCATIONS', 'PIXEL_LOCATIONS', 'SHARES',
     'PROMPT_PREFIX', 'PromptConfig', 'VisualPrompt', 'class_prototypes',
-    'collect_features', 'load_cls_init', 'resize_grid'
+    'collect_features', 'load_cls_init', 'prompt_parameter_names',
+    'resize_grid'
 ]

@@ -30,6 +30,16 @@ def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def prompt_parameter_names(model: nn.Module) -> set:
+    """Names of every parameter that belongs to a :class:`VisualPrompt`."""
+    names = set()
+    for mod_name, module in model.named_modules():
+        if isinstance(module, VisualPrompt):
+            prefix = f'{mod_name}.' if mod_name else ''
+            names.update(prefix + n for n, _ in module.named_parameters())
+    return names
+
+
 def resize_grid(grid: torch.Tensor, src: Tuple[int, int],
                 dst: Tuple[int, int]) -> torch.Tensor:
     """Bicubically resize a (N, h*w, C) token grid from ``src`` to ``dst``."""

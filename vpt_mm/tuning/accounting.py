@@ -13,7 +13,7 @@ from typing import Dict
 
 import torch.nn as nn
 
-from ..prompts import VisualPrompt
+from ..prompts import prompt_parameter_names
 
 
 @dataclass
@@ -42,14 +42,6 @@ class ParamCount:
         return 100.0 * count / self.backbone
 
 
-def _prompt_param_ids(module: nn.Module) -> set:
-    ids = set()
-    for sub in module.modules():
-        if isinstance(sub, VisualPrompt):
-            ids.update(id(p) for p in sub.parameters())
-    return ids
-
-
 def count_parameters(model: nn.Module) -> ParamCount:
     """Count backbone and tuned parameters of a model.
 
@@ -61,10 +53,15 @@ def count_parameters(model: nn.Module) -> ParamCount:
         ParamCount: The counts.
     """
     backbone = getattr(model, 'backbone', model)
-    prompt_ids = _prompt_param_ids(model)
-    backbone_ids = {id(p) for p in backbone.parameters()}
+    prompt_keys = prompt_parameter_names(backbone)
     count = ParamCount(backbone=sum(
-        p.numel() for p in backbone.parameters() if id(p) not in prompt_ids))
+        p.numel() for n, p in backbone.named_parameters()
+        if n not in prompt_keys))
+    backbone_ids = {id(p) for p in backbone.parameters()}
+    prompt_ids = {
+        id(p)
+        for n, p in backbone.named_parameters() if n in prompt_keys
+    }
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
