@@ -231,10 +231,25 @@ class VisualPrompt(nn.Module):
     def batch_prompts(self,
                       index: int,
                       batch_size: int,
-                      embed: Optional[Callable] = None) -> torch.Tensor:
-        """Prompts of one layer for a batch, with per-sample dropout."""
-        prompts = self.prompt_set(index, embed)
-        return self.dropout(prompts.unsqueeze(0).expand(batch_size, -1, -1))
+                      embed: Optional[Callable] = None,
+                      hw: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Prompts of one layer for a batch, with per-sample dropout.
+
+        Args:
+            index (int): Position of the layer in :attr:`layer_ids`.
+            batch_size (int): Batch size B.
+            embed (Callable, optional): See :meth:`prompt_set`.
+            hw (Sequence[int], optional): For ``'add'``: the current patch
+                grid, to which the prompt grid is resized.
+
+        Returns:
+            torch.Tensor: (B, p, d), or (B, h*w, d) for ``'add'``.
+        """
+        prompts = self.prompt_set(index, embed).unsqueeze(0)
+        if self.location == 'add':
+            prompts = resize_grid(prompts, self.grid_size,
+                                  tuple(hw or self.grid_size))
+        return self.dropout(prompts.expand(batch_size, -1, -1))
 
     # ------------------------------------------------------------------
     # Inserting prompts
@@ -262,14 +277,10 @@ class VisualPrompt(nn.Module):
         if index is None or self.location == 'concat-channel':
             return x
         n = num_extra_tokens
-        batch = x.shape[0]
+        prompts = self.batch_prompts(index, x.shape[0], embed,
+                                     hw).to(x.dtype)
         if self.location == 'add':
-            grid = self.prompt_set(index).unsqueeze(0)
-            grid = resize_grid(grid, self.grid_size, tuple(hw or
-                                                           self.grid_size))
-            prompts = self.dropout(grid.expand(batch, -1, -1))
             return torch.cat([x[:, :n], x[:, n:] + prompts], dim=1)
-        prompts = self.batch_prompts(index, batch, embed).to(x.dtype)
         # The first prompted layer extends the sequence; later ones discard
         # the previous layer's prompt outputs and put their own in place.
         skip = n if index == 0 else n + self.num_tokens
