@@ -54,14 +54,14 @@ def count_parameters(model: nn.Module) -> ParamCount:
     """
     backbone = getattr(model, 'backbone', model)
     prompt_keys = prompt_parameter_names(backbone)
-    count = ParamCount(backbone=sum(
-        p.numel() for n, p in backbone.named_parameters()
-        if n not in prompt_keys))
-    backbone_ids = {id(p) for p in backbone.parameters()}
-    prompt_ids = {
-        id(p)
-        for n, p in backbone.named_parameters() if n in prompt_keys
-    }
+    count = ParamCount(backbone=0)
+    backbone_ids, prompt_ids = set(), set()
+    for name, param in backbone.named_parameters():
+        backbone_ids.add(id(param))
+        if name in prompt_keys:
+            prompt_ids.add(id(param))
+        else:
+            count.backbone += param.numel()
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
