@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 from ..checkpoints import load_pretrained_backbone
-from ..prompts import PROMPT_PREFIX
+from ..prompts import VisualPrompt, prompt_parameter_names
 
 
 class FrozenBackboneMixin:
     """Freeze everything but the prompts, and keep it in eval mode.
 
     Mixed into a prompted subclass of an mmpretrain backbone, in front of it.
-    The prompt module must be the attribute ``prompt``.
+    Prompts are recognised as :class:`~vpt_mm.prompts.VisualPrompt` modules.
 
     - :meth:`init_frozen_backbone` sets ``requires_grad=False`` on every
-      parameter outside ``prompt.`` (once; protocols that train more, e.g.
-      VPT + Bias, may switch parameters back on afterwards).
+      parameter outside the prompt modules (once; protocols that train
+      more, e.g. VPT + Bias, may switch parameters back on afterwards).
     - :meth:`train` puts every child but the prompt module back in eval mode,
       so ``model.train()`` never re-enables the backbone's dropout,
       drop-path or normalisation statistics.
@@ -27,8 +27,9 @@ class FrozenBackboneMixin:
         """Freeze every non-prompt parameter if ``freeze``."""
         self.freeze_backbone = freeze
         if freeze:
+            prompt_keys = prompt_parameter_names(self)
             for name, param in self.named_parameters():
-                if not name.startswith(PROMPT_PREFIX):
+                if name not in prompt_keys:
                     param.requires_grad = False
         self.train(self.training)
 
@@ -36,8 +37,8 @@ class FrozenBackboneMixin:
         """Set train mode on the prompts only when the backbone is frozen."""
         super().train(mode)
         if self.freeze_backbone:
-            for name, child in self.named_children():
-                if name != PROMPT_PREFIX.rstrip('.'):
+            for child in self.children():
+                if not isinstance(child, VisualPrompt):
                     child.eval()
         return self
 

@@ -9,7 +9,6 @@ from .config import (
     load_cls_init,
 )
 from .prompt import (
-    PROMPT_PREFIX,
     VisualPrompt,
     prompt_parameter_names,
     resize_grid,
@@ -18,7 +17,7 @@ from .prototypes import class_prototypes, collect_features
 
 __all__ = [
     'DEFAULT_DROPOUT', 'INITS', 'LOCATIONS', 'PIXEL_LOCATIONS', 'SHARES',
-    'PROMPT_PREFIX', 'PromptConfig', 'VisualPrompt', 'class_prototypes',
+    'PromptConfig', 'VisualPrompt', 'class_prototypes',
     'collect_features', 'load_cls_init', 'prompt_parameter_names',
     'resize_grid'
 ]

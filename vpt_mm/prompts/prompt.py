@@ -21,8 +21,6 @@ import torch.nn.functional as F
 
 from .config import PromptConfig, load_cls_init
 
-PROMPT_PREFIX = 'prompt.'
-
 
 def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
     if isinstance(value, int):
