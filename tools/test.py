@@ -11,7 +11,12 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from vpt_mm.checkpoints import load_tuned
-from vpt_mm.runner import add_common_args, load_config, setup_distributed
+from vpt_mm.runner import (
+    add_common_args,
+    load_config,
+    setup_distributed,
+    write_json,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,10 +41,8 @@ def main() -> None:
         model.init_weights()
         load_tuned(model, args.checkpoint)
     metrics = runner.test()
-    if args.out:
-        import json
-        with open(args.out, 'w') as f:
-            json.dump(metrics, f, indent=2)
+    if args.out and runner.rank == 0:
+        write_json(metrics, args.out)
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ Examples:
     bash tools/dist_train.sh CONFIG 8 --amp
 """
 import argparse
+import os.path as osp
 
 from mmengine.runner import Runner
 
@@ -13,6 +14,7 @@ from vpt_mm.runner import (
     enable_amp,
     load_config,
     setup_distributed,
+    write_json,
 )
 
 
@@ -36,6 +38,11 @@ def parse_args() -> argparse.Namespace:
         '--no-validate',
         action='store_true',
         help='do not evaluate during training')
+    parser.add_argument(
+        '--test',
+        action='store_true',
+        help='after training, evaluate the final model on the test '
+        'dataloader and write the metrics to <work_dir>/test_metrics.json')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -64,6 +71,10 @@ def main() -> None:
     setup_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
+    if args.test:
+        metrics = runner.test()
+        if runner.rank == 0:
+            write_json(metrics, osp.join(cfg.work_dir, 'test_metrics.json'))
 
 
 if __name__ == '__main__':

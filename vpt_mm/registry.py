@@ -2,17 +2,24 @@
 
 Models are registered into both mmpretrain's and mmsegmentation's ``MODELS``
 (reachable as ``mmpretrain.PromptedViT`` and ``mmseg.PromptedViT`` from any
-scope); datasets and transforms into mmpretrain's.
+scope); datasets, hooks and transforms into mmpretrain's.
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from mmpretrain.registry import DATASETS, METRICS, TRANSFORMS  # noqa: F401
+from mmpretrain.registry import (  # noqa: F401
+    DATASETS,
+    HOOKS,
+    METRICS,
+    TRANSFORMS,
+)
 from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
 
-__all__ = ['DATASETS', 'PRETRAIN_MODELS', 'SEG_MODELS', 'register_model']
+__all__ = [
+    'DATASETS', 'HOOKS', 'PRETRAIN_MODELS', 'SEG_MODELS', 'register_model'
+]
 
 
 def register_model() -> Callable[[type], type]:

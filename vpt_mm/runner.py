@@ -33,6 +33,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
         help='override config keys, e.g. '
         'model.backbone.prompt_cfg.num_tokens=10')
     parser.add_argument(
+        '--task',
+        help='VTAB-1k task or FGVC dataset of a benchmark config (e.g. '
+        'dmlab, cub); sets the datasets and the head\'s num_classes')
+    parser.add_argument(
         '--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
@@ -55,19 +59,98 @@ def config_from_file(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
+def _benchmark_dataset(loader: Optional[dict]) -> Optional[dict]:
+    """The VTAB1k / FGVC dataset dict of a dataloader, through wrappers."""
+    from .datasets import TASKS
+    types = {t.dataset_type for t in TASKS.values()}
+    dataset = loader.get('dataset') if loader else None
+    while dataset is not None:
+        if dataset.get('type') in types:
+            return dataset
+        dataset = dataset.get('dataset')
+    return None
+
+
+def apply_task(cfg: Config, task: Optional[str] = None) -> None:
+    """Point a benchmark config at one task.
+
+    The config's top-level ``task`` key (or ``task`` given here, e.g. from
+    ``--task``) decides everything that depends on it: the ``task`` of every
+    VTAB1k / FGVC dataset in the dataloaders (hence its folder under the
+    data root) and the head's ``num_classes``. A task of the wrong
+    benchmark for the config is an error. Configs without ``task`` are left
+    alone.
+
+    Args:
+        cfg (Config): The merged config, changed in place.
+        task (str, optional): Task overriding ``cfg.task``.
+    """
+    from .datasets import get_task
+    if task is not None:
+        cfg.task = task
+    task = cfg.get('task', None)
+    if task is None:
+        return
+    info = get_task(task)
+    found = False
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = _benchmark_dataset(cfg.get(key, None))
+        if dataset is None:
+            continue
+        if dataset.type != info.dataset_type:
+            raise ValueError(
+                f'Task {task!r} is a {info.benchmark} task, read by '
+                f'{info.dataset_type}, but {key} of this config reads '
+                f'{dataset.type}; use a configs/{info.benchmark} config')
+        dataset.task = task
+        found = True
+    if not found:
+        raise ValueError(f'The config selects task={task!r}, but none of its '
+                         'dataloaders reads a VTAB1k or FGVC dataset')
+    head = cfg.get('model', {}).get('head', None)
+    if head is None or 'num_classes' not in head:
+        raise ValueError(f'The config selects task={task!r}, but its model '
+                         'has no head.num_classes to set')
+    head.num_classes = info.num_classes
+
+
 def load_config(args: argparse.Namespace) -> Config:
-    """Load the config and apply ``--cfg-options``, ``--work-dir``,
-    ``--launcher``; the default work dir is ``work_dirs/<config name>``."""
+    """Load the config and apply ``--cfg-options``, ``--task``,
+    ``--work-dir`` and ``--launcher``.
+
+    The default work dir is ``work_dirs/<config name>``, with
+    ``/<task>`` appended for benchmark configs.
+    """
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     cfg = config_from_file(args.config, args.cfg_options)
+    task = getattr(args, 'task', None)
+    if (task is not None or cfg.get('task', None) is not None) and any(
+            k.endswith('num_classes') for k in (args.cfg_options or {})):
+        raise ValueError('num_classes follows from the task of a benchmark '
+                         'config; choose the task (--task) instead of '
+                         'setting num_classes')
+    apply_task(cfg, task)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
+        if cfg.get('task', None) is not None:
+            cfg.work_dir = osp.join(cfg.work_dir, cfg.task)
     return cfg
+
+
+def write_json(obj: object, path: str) -> None:
+    """Write ``obj`` as json atomically: the file is complete or absent."""
+    import json
+    tmp = f'{path}.tmp'
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+        f.write('\n')
+    os.replace(tmp, path)
 
 
 def enable_amp(cfg: Config, dtype: Optional[str] = None) -> None:

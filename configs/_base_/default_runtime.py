@@ -11,6 +11,9 @@ default_hooks = dict(
     visualization=dict(type='VisualizationHook', enable=False),
 )
 
+# Fails early if the head's num_classes differs from a dataset's classes.
+custom_hooks = [dict(type='NumClassesCheckHook')]
+
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
