@@ -20,6 +20,8 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+#: Config folder of each benchmark.
+CONFIG_FOLDERS = {'vtab1k': 'vtab', 'fgvc': 'fgvc'}
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -59,7 +61,7 @@ def config_from_file(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
-def _benchmark_dataset(loader: Optional[dict]) -> Optional[dict]:
+def benchmark_dataset(loader: Optional[dict]) -> Optional[dict]:
     """The VTAB1k / FGVC dataset dict of a dataloader, through wrappers."""
     from .datasets import TASKS
     types = {t.dataset_type for t in TASKS.values()}
@@ -94,14 +96,15 @@ def apply_task(cfg: Config, task: Optional[str] = None) -> None:
     info = get_task(task)
     found = False
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        dataset = _benchmark_dataset(cfg.get(key, None))
+        dataset = benchmark_dataset(cfg.get(key, None))
         if dataset is None:
             continue
         if dataset.type != info.dataset_type:
             raise ValueError(
                 f'Task {task!r} is a {info.benchmark} task, read by '
                 f'{info.dataset_type}, but {key} of this config reads '
-                f'{dataset.type}; use a configs/{info.benchmark} config')
+                f'{dataset.type}; use a config of configs/'
+                f'{CONFIG_FOLDERS[info.benchmark]}/')
         dataset.task = task
         found = True
     if not found:

@@ -1,0 +1,363 @@
+"""The paper's benchmark protocol (Table 6), as restartable jobs.
+
+For each task of a VTAB-1k or FGVC config:
+
+1. **Tune**: train one model per (base_lr, weight decay[, prompt length])
+   on the tuning split (VTAB ``train800``, FGVC ``train``) and score its
+   final epoch on the held-out split (``val200`` / ``val``).
+2. **Select** the best score; ties go to the smaller lr, then the smaller
+   weight decay, then the shorter prompt. The choice and every score are
+   written to ``<task>/best.json``.
+3. **Final**: retrain with the chosen values on train + val
+   (``train800val200`` / ``trainval``) with N seeds and test each on the
+   test split.
+4. **Tables**: ``results.{md,csv,json}`` (per task mean ± std, group
+   means) and ``hparams.{md,json}`` (the chosen values) under the sweep
+   folder.
+
+Every job is a run of ``tools/train.py --test`` (or ``tools/dist_train.sh``
+with several processes) in its own work dir. A job is finished when its
+``test_metrics.json`` exists (written atomically at the very end): a
+restarted sweep skips finished jobs and resumes unfinished ones from their
+last checkpoint (``--resume``).
+
+Layout::
+
+    <root>/sweep.json                   the protocol's arguments
+    <root>/<task>/tune/lr<lr>_wd<wd>[_p<p>]/test_metrics.json
+    <root>/<task>/best.json
+    <root>/<task>/final/seed<s>/test_metrics.json
+    <root>/records.json  results.{md,csv,json}  hparams.{md,json}
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .datasets import TASKS, get_task, tasks_of
+from .evaluation import write_results
+from .runner import write_json
+
+#: The paper's grids (Table 6): base lr of VPT and linear probing, base lr
+#: of full fine-tuning, weight decay.
+VPT_LRS = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
+FULL_LRS = (0.001, 0.0005, 0.0001, 0.005)
+WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0.0)
+METRIC = 'accuracy/top1'
+
+
+@dataclass
+class SweepSpec:
+    """What defines a sweep; a restart must give the same values.
+
+    Attributes:
+        config (str): Benchmark config (VTAB-1k or FGVC).
+        lrs (list[float]): Base learning rates (scaled by total batch / 256
+            by the config's ``auto_scale_lr``).
+        weight_decays (list[float]): Weight decays.
+        num_tokens (list[int]): Prompt lengths to try; empty keeps the
+            config's.
+        train_fraction (float, optional): Seeded fraction of the training
+            split (data-size study); None uses all of it.
+        fraction_seed (int): Seed of ``train_fraction``.
+        cfg_options (list[str]): ``key=value`` overrides for every job.
+    """
+    config: str
+    lrs: List[float]
+    weight_decays: List[float]
+    num_tokens: List[int] = field(default_factory=list)
+    train_fraction: Optional[float] = None
+    fraction_seed: int = 0
+    cfg_options: List[str] = field(default_factory=list)
+
+
+def _fmt(value: float) -> str:
+    return f'{value:g}'
+
+
+def grid(spec: SweepSpec) -> List[Dict[str, float]]:
+    """The tuning grid: ``dict(lr=, weight_decay=[, num_tokens=])``."""
+    points = []
+    for lr in spec.lrs:
+        for wd in spec.weight_decays:
+            for p in (spec.num_tokens or [None]):
+                point = dict(lr=float(lr), weight_decay=float(wd))
+                if p is not None:
+                    point['num_tokens'] = int(p)
+                points.append(point)
+    return points
+
+
+def point_name(point: Dict[str, float]) -> str:
+    """Folder name of a grid point, e.g. ``lr2.5_wd0.0001_p10``."""
+    name = f'lr{_fmt(point["lr"])}_wd{_fmt(point["weight_decay"])}'
+    if 'num_tokens' in point:
+        name += f'_p{int(point["num_tokens"])}'
+    return name
+
+
+def select_best(scores: Sequence[dict]) -> dict:
+    """The best grid point: highest score; ties to the smaller lr, then the
+    smaller weight decay, then the shorter prompt.
+
+    Args:
+        scores (Sequence[dict]): Grid points with a ``top1`` score.
+
+    Returns:
+        dict: The chosen grid point (with its ``top1``).
+    """
+    if not scores:
+        raise ValueError('No scored grid point to select from')
+    return min(
+        scores,
+        key=lambda s: (-s['top1'], s['lr'], s['weight_decay'],
+                       s.get('num_tokens', 0)))
+
+
+def overrides(point: Dict[str, float], splits: Tuple[str, str],
+              spec: SweepSpec, seed: int) -> List[str]:
+    """``--cfg-options`` of one job."""
+    train_split, score_split = splits
+    opts = [
+        f'train_dataloader.dataset.split={train_split}',
+        f'test_dataloader.dataset.split={score_split}',
+        f'optim_wrapper.optimizer.lr={_fmt(point["lr"])}',
+        f'optim_wrapper.optimizer.weight_decay={_fmt(point["weight_decay"])}',
+        f'randomness.seed={seed}',
+    ]
+    if 'num_tokens' in point:
+        opts.append('model.backbone.prompt_cfg.num_tokens='
+                    f'{int(point["num_tokens"])}')
+    if spec.train_fraction is not None:
+        opts += [
+            f'train_dataloader.dataset.train_fraction={spec.train_fraction}',
+            f'train_dataloader.dataset.fraction_seed={spec.fraction_seed}',
+        ]
+    return opts + list(spec.cfg_options)
+
+
+class Sweep:
+    """Runs the protocol of one config over tasks, resumably.
+
+    Args:
+        spec (SweepSpec): The protocol's arguments.
+        work_dir (str): Root folder of the sweep.
+        tasks (Sequence[str]): Tasks to run; they must belong to the
+            config's benchmark.
+        seeds (int): Number of final runs per task. Defaults to 3.
+        method (str): Row label in the results table.
+        backbone (str): Row label in the results table.
+        gpus (int): Processes per job; more than 1 launches
+            ``tools/dist_train.sh``. Defaults to 1.
+        keep_checkpoints (bool): Keep each job's checkpoints once its
+            metrics are written. Defaults to False (a full sweep would
+            otherwise store hundreds of models).
+        tools_dir (str): Folder of ``train.py`` and ``dist_train.sh``.
+        dry_run (bool): Print the commands of unfinished jobs only.
+    """
+
+    def __init__(self,
+                 spec: SweepSpec,
+                 work_dir: str,
+                 tasks: Sequence[str],
+                 benchmark: str,
+                 seeds: int = 3,
+                 method: str = 'VPT',
+                 backbone: str = '',
+                 gpus: int = 1,
+                 keep_checkpoints: bool = False,
+                 tools_dir: str = '',
+                 dry_run: bool = False) -> None:
+        if seeds < 1:
+            raise ValueError(f'seeds must be >= 1, got {seeds}')
+        if gpus < 1:
+            raise ValueError(f'gpus must be >= 1, got {gpus}')
+        if not spec.lrs or not spec.weight_decays:
+            raise ValueError('The lr and weight decay grids must not be '
+                             'empty')
+        if spec.train_fraction is not None and not (0.0 < spec.train_fraction
+                                                    <= 1.0):
+            raise ValueError('train_fraction must be in (0, 1], got '
+                             f'{spec.train_fraction}')
+        if any(p < 1 for p in spec.num_tokens):
+            raise ValueError('Prompt lengths must be >= 1, got '
+                             f'{spec.num_tokens}')
+        for task in tasks:
+            if get_task(task).benchmark != benchmark:
+                raise ValueError(
+                    f'Task {task!r} is not a {benchmark} task; this config '
+                    f'runs {", ".join(tasks_of(benchmark))}')
+        self.spec = spec
+        self.work_dir = work_dir
+        self.tasks = list(tasks)
+        self.seeds = seeds
+        self.method = method
+        self.backbone = backbone
+        self.gpus = gpus
+        self.keep_checkpoints = keep_checkpoints
+        self.tools_dir = tools_dir
+        self.dry_run = dry_run
+        dataset_cls = _dataset_class(get_task(self.tasks[0]).dataset_type)
+        self.tune_splits = dataset_cls.TUNE_SPLITS
+        self.final_splits = dataset_cls.FINAL_SPLITS
+
+    # -- bookkeeping -------------------------------------------------------
+    def check_spec(self) -> None:
+        """Record the spec, or check it equals the recorded one."""
+        path = osp.join(self.work_dir, 'sweep.json')
+        spec = asdict(self.spec)
+        if osp.isfile(path):
+            with open(path) as f:
+                recorded = json.load(f)
+            if recorded != json.loads(json.dumps(spec)):
+                diff = {
+                    k: (recorded.get(k), v)
+                    for k, v in json.loads(json.dumps(spec)).items()
+                    if recorded.get(k) != v
+                }
+                raise ValueError(
+                    f'{path} records a different sweep ({{key: (recorded, '
+                    f'now)}}: {diff}); use another --work-dir or the same '
+                    'arguments')
+        elif not self.dry_run:
+            write_json(spec, path)
+
+    def _log(self, msg: str) -> None:
+        print(f'[sweep] {msg}', flush=True)
+
+    # -- jobs ----------------------------------------------------------------
+    def command(self, task: str, work_dir: str, opts: List[str]) -> List[str]:
+        """The train command of one job."""
+        if self.gpus > 1:
+            launch = [
+                'bash',
+                osp.join(self.tools_dir, 'dist_train.sh'), self.spec.config,
+                str(self.gpus)
+            ]
+        else:
+            launch = [
+                sys.executable,
+                osp.join(self.tools_dir, 'train.py'), self.spec.config
+            ]
+        return launch + [
+            '--task', task, '--work-dir', work_dir, '--resume',
+            '--no-validate', '--test', '--cfg-options'
+        ] + opts
+
+    def run_job(self, task: str, work_dir: str,
+                opts: List[str]) -> Optional[float]:
+        """Run one job unless finished; its top-1 (None in a dry run)."""
+        metrics_file = osp.join(work_dir, 'test_metrics.json')
+        if not osp.isfile(metrics_file):
+            cmd = self.command(task, work_dir, opts)
+            if self.dry_run:
+                print(' '.join(cmd))
+                return None
+            os.makedirs(work_dir, exist_ok=True)
+            self._log(f'run {osp.relpath(work_dir, self.work_dir)}')
+            proc = subprocess.run(cmd)
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    f'Job {work_dir} failed (exit {proc.returncode}): '
+                    f'{" ".join(cmd)}')
+            if not osp.isfile(metrics_file):
+                raise RuntimeError(f'Job {work_dir} wrote no '
+                                   f'{metrics_file}')
+        else:
+            self._log(f'done {osp.relpath(work_dir, self.work_dir)}')
+        if not self.keep_checkpoints:
+            for ckpt in glob.glob(osp.join(work_dir, '*.pth')) + glob.glob(
+                    osp.join(work_dir, 'last_checkpoint')):
+                os.remove(ckpt)
+        with open(metrics_file) as f:
+            metrics = json.load(f)
+        if METRIC not in metrics:
+            raise KeyError(f'{metrics_file} has no {METRIC!r}: {metrics}')
+        return float(metrics[METRIC])
+
+    def tune(self, task: str) -> Optional[dict]:
+        """Tune one task; the chosen grid point (None in a dry run)."""
+        best_file = osp.join(self.work_dir, task, 'best.json')
+        scores = []
+        for point in grid(self.spec):
+            top1 = self.run_job(
+                task, osp.join(self.work_dir, task, 'tune',
+                               point_name(point)),
+                overrides(point, self.tune_splits, self.spec, seed=0))
+            scores.append(dict(point, top1=top1))
+        if self.dry_run:
+            return None
+        best = select_best(scores)
+        write_json(
+            dict(task=task, splits=list(self.tune_splits), chosen=best,
+                 scores=scores), best_file)
+        self._log(f'{task}: chose {point_name(best)} '
+                  f'({self.tune_splits[1]} top-1 {best["top1"]:.2f})')
+        return best
+
+    def final(self, task: str, best: dict) -> List[dict]:
+        """Retrain with the chosen values, one run per seed; the records."""
+        point = {k: v for k, v in best.items() if k != 'top1'}
+        records = []
+        for seed in range(self.seeds):
+            top1 = self.run_job(
+                task, osp.join(self.work_dir, task, 'final', f'seed{seed}'),
+                overrides(point, self.final_splits, self.spec, seed=seed))
+            if top1 is not None:
+                records.append(
+                    dict(method=self.method, backbone=self.backbone,
+                         task=task, seed=seed, top1=top1, **point))
+        return records
+
+    def run(self) -> List[dict]:
+        """Run every task; write and return the records."""
+        os.makedirs(self.work_dir, exist_ok=True)
+        self.check_spec()
+        records, chosen = [], {}
+        for task in self.tasks:
+            best = self.tune(task)
+            if best is None:  # dry run: the final jobs depend on the choice
+                continue
+            chosen[task] = best
+            records += self.final(task, best)
+        if self.dry_run:
+            return []
+        write_json(records, osp.join(self.work_dir, 'records.json'))
+        write_results(records, osp.join(self.work_dir, 'results'))
+        self.write_hparams(chosen)
+        self._log(f'tables: {osp.join(self.work_dir, "results.md")}')
+        return records
+
+    def write_hparams(self, chosen: Dict[str, dict]) -> None:
+        """Write the chosen hyper-parameters next to the results."""
+        write_json(chosen, osp.join(self.work_dir, 'hparams.json'))
+        with_p = bool(self.spec.num_tokens)
+        header = ['Task', 'base lr', 'weight decay']
+        if with_p:
+            header.append('p')
+        header.append(f'{self.tune_splits[1]} top-1')
+        lines = ['| ' + ' | '.join(header) + ' |',
+                 '|' + '|'.join(['---'] * len(header)) + '|']
+        for task in TASKS:
+            if task not in chosen:
+                continue
+            best = chosen[task]
+            cells = [TASKS[task].title, _fmt(best['lr']),
+                     _fmt(best['weight_decay'])]
+            if with_p:
+                cells.append(str(best['num_tokens']))
+            cells.append(f'{best["top1"]:.2f}')
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        with open(osp.join(self.work_dir, 'hparams.md'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+
+
+def _dataset_class(dataset_type: str) -> type:
+    from .registry import DATASETS
+    return DATASETS.get(dataset_type)
