@@ -37,7 +37,8 @@ import numpy as np
 from .benchmarks import get_task
 
 Split = Dict[str, int]
-Entry = Tuple[str, int, str]  # relative image path, class id, where
+# relative image path, class id, where the path and the class are read
+Entry = Tuple[str, int, str, str]
 
 
 def _read_columns(path: str, num_cols: int = 2) -> List[Tuple[str, ...]]:
@@ -70,7 +71,10 @@ def _cub_layout(root: str) -> Tuple[List[Entry], List[Entry], None]:
     images_txt = osp.join(root, 'images.txt')
     labels_txt = osp.join(root, 'image_class_labels.txt')
     split_txt = osp.join(root, 'train_test_split.txt')
-    paths = {img_id: path for img_id, path, _ in _read_columns(images_txt)}
+    paths = {
+        img_id: (path, f'{images_txt}, line {n}')
+        for img_id, path, n in _read_columns(images_txt)
+    }
     labels = {
         img_id: (_int(c, f'{labels_txt}, line {n}'), f'{labels_txt}, line {n}')
         for img_id, c, n in _read_columns(labels_txt)
@@ -87,9 +91,10 @@ def _cub_layout(root: str) -> Tuple[List[Entry], List[Entry], None]:
         if flag not in ('0', '1'):
             raise ValueError(f'{where}: is_training_image must be 0 or 1, '
                              f'got {flag!r}')
+        path, path_where = paths[img_id]
         label, label_where = labels[img_id]
         (train if flag == '1' else test).append(
-            (paths[img_id], label, label_where))
+            (path, label, path_where, label_where))
     return train, test, None
 
 
@@ -123,7 +128,7 @@ def _flowers_layout(root: str) -> Tuple[List[Entry], List[Entry],
                 raise ValueError(f'{where}: image number {image_no} is not '
                                  f'in 1..{len(labels)} of {labels_mat}')
             out.append((f'jpg/image_{int(image_no):05d}.jpg',
-                        int(labels[int(image_no) - 1]),
+                        int(labels[int(image_no) - 1]), where,
                         f'{labels_mat}, labels[{int(image_no) - 1}]'))
         return out
 
@@ -141,7 +146,8 @@ def _dogs_layout(root: str) -> Tuple[List[Entry], List[Entry], None]:
         if len(files) != len(labels):
             raise ValueError(f'{path}: {len(files)} files but '
                              f'{len(labels)} labels')
-        return [(str(f), int(c), f'{path}, entry {i}')
+        return [(str(f), int(c), f'{path}, file_list[{i}]',
+                 f'{path}, labels[{i}]')
                 for i, (f, c) in enumerate(zip(files, labels))]
 
     return entries('train_list.mat'), entries('test_list.mat'), None
@@ -174,7 +180,8 @@ def _cars_layout(root: str) -> Tuple[List[Entry], List[Entry], None]:
                                  'must be the labelled one '
                                  '(cars_test_annos_withlabels.mat)')
         return [(f'{folder}/{a["fname"]}', int(a['class']),
-                 f'{path}, annotations[{i}]') for i, a in enumerate(annos)]
+                 f'{path}, annotations[{i}]', f'{path}, annotations[{i}]')
+                for i, a in enumerate(annos)]
 
     return entries(train_mat, 'cars_train'), entries(test_mat,
                                                      'cars_test'), None
@@ -233,10 +240,10 @@ def build_fgvc_splits(task: str,
     for name, entries in (('train.json', train), ('val.json', val),
                           ('test.json', test)):
         split = {}
-        for rel_path, class_id, where in entries:
+        for rel_path, class_id, where, label_where in entries:
             if contiguous and not 1 <= class_id <= info.num_classes:
                 raise ValueError(
-                    f'{where}: class {class_id} is outside the '
+                    f'{label_where}: class {class_id} is outside the '
                     f'{info.num_classes} classes of {task} '
                     f'(1..{info.num_classes})')
             if not osp.isfile(osp.join(img_root, rel_path)):

@@ -1,0 +1,124 @@
+import os.path as osp
+
+import numpy as np
+import pytest
+
+from tests.benchmark_data import make_vtab_task
+from vpt_mm.datasets import VTAB1k
+
+
+@pytest.fixture(scope='module')
+def vtab_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('vtab'))
+    make_vtab_task(root, 'dmlab', train=3, val=1, test=2)
+    return root
+
+
+def test_splits(vtab_root):
+    sizes = {
+        split: len(VTAB1k(task='dmlab', data_root=vtab_root, split=split))
+        for split in VTAB1k.SPLITS
+    }
+    assert sizes == dict(train800=18, val200=6, train800val200=24, test=12)
+    ds = VTAB1k(task='dmlab', data_root=vtab_root, split='test')
+    assert ds.CLASSES == [str(i) for i in range(6)]
+    assert ds.test_mode
+    info = ds.get_data_info(0)
+    assert info['img_path'] == osp.join(vtab_root, 'dmlab',
+                                        'images/test/0_0.jpg')
+    assert info['gt_label'] == 0
+
+
+def test_pipeline_resizes_to_224(vtab_root):
+    ds = VTAB1k(
+        task='dmlab',
+        data_root=vtab_root,
+        split='train800',
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='Resize', scale=(224, 224), interpolation='bicubic'),
+            dict(type='PackInputs')
+        ])
+    sample = ds[0]
+    assert tuple(sample['inputs'].shape) == (3, 224, 224)
+    assert sample['data_samples'].gt_label.item() == 0
+
+
+def test_train_fraction(vtab_root):
+    ds = VTAB1k(task='dmlab', data_root=vtab_root, split='train800',
+                train_fraction=0.34, fraction_seed=1)
+    labels = [ds.get_data_info(i)['gt_label'] for i in range(len(ds))]
+    assert sorted(set(labels)) == list(range(6))
+    assert len(ds) == 6
+    again = VTAB1k(task='dmlab', data_root=vtab_root, split='train800',
+                   train_fraction=0.34, fraction_seed=1)
+    assert [again.get_data_info(i)['img_path'] for i in range(6)] == [
+        ds.get_data_info(i)['img_path'] for i in range(6)
+    ]
+    with pytest.raises(ValueError, match='train_fraction'):
+        VTAB1k(task='dmlab', data_root=vtab_root, split='train800',
+               train_fraction=1.5)
+
+
+def test_bad_arguments(vtab_root):
+    with pytest.raises(ValueError, match='Unknown task'):
+        VTAB1k(task='dm_lab', data_root=vtab_root, split='test')
+    with pytest.raises(ValueError, match="'cub' belongs to fgvc"):
+        VTAB1k(task='cub', data_root=vtab_root, split='test')
+    with pytest.raises(ValueError, match="Unknown split 'train'"):
+        VTAB1k(task='dmlab', data_root=vtab_root, split='train')
+    with pytest.raises(FileNotFoundError, match="task folder .*'cifar'"):
+        VTAB1k(task='cifar100', data_root=vtab_root, split='test')
+
+
+def _broken_copy(tmp_path, vtab_root, edit):
+    import shutil
+    root = tmp_path / 'vtab'
+    shutil.copytree(vtab_root, root)
+    edit(root / 'dmlab')
+    return str(root)
+
+
+def test_missing_split_file(tmp_path, vtab_root):
+    root = _broken_copy(tmp_path, vtab_root,
+                        lambda d: (d / 'val200.txt').unlink())
+    with pytest.raises(FileNotFoundError, match='val200.txt'):
+        VTAB1k(task='dmlab', data_root=root, split='val200')
+
+
+def test_missing_image_names_file_and_line(tmp_path, vtab_root):
+    root = _broken_copy(
+        tmp_path, vtab_root,
+        lambda d: (d / 'images' / 'test' / '1_0.jpg').unlink())
+    with pytest.raises(FileNotFoundError,
+                       match=r'test.txt, line 3: image .*1_0.jpg'):
+        VTAB1k(task='dmlab', data_root=root, split='test')
+
+
+def test_label_outside_classes(tmp_path, vtab_root):
+
+    def edit(d):
+        with open(d / 'test.txt', 'a') as f:
+            f.write('images/test/0_0.jpg 6\n')
+
+    root = _broken_copy(tmp_path, vtab_root, edit)
+    with pytest.raises(ValueError,
+                       match=r'test.txt, line 13: label 6 is outside'):
+        VTAB1k(task='dmlab', data_root=root, split='test')
+
+
+def test_malformed_line(tmp_path, vtab_root):
+
+    def edit(d):
+        with open(d / 'test.txt', 'a') as f:
+            f.write('images/test/0_0.jpg\nimages/test/0_0.jpg two\n')
+
+    root = _broken_copy(tmp_path, vtab_root, edit)
+    with pytest.raises(ValueError, match='line 13: expected'):
+        VTAB1k(task='dmlab', data_root=root, split='test')
+
+
+def test_images_are_decoded(vtab_root):
+    ds = VTAB1k(task='dmlab', data_root=vtab_root, split='val200',
+                pipeline=[dict(type='LoadImageFromFile')])
+    assert np.asarray(ds[0]['img']).ndim == 3

@@ -1,0 +1,102 @@
+"""Task selection of the benchmark configs (vpt_mm/runner.py)."""
+import argparse
+import os.path as osp
+
+import pytest
+
+from vpt_mm.datasets import TASKS
+from vpt_mm.runner import apply_task, config_from_file, load_config
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+VTAB = [osp.join(REPO, 'configs/vtab', n)
+        for n in ('vpt_deep_vit-b.py', 'vpt_shallow_vit-b.py')]
+FGVC = [osp.join(REPO, 'configs/fgvc', n)
+        for n in ('vpt_deep_vit-b.py', 'vpt_shallow_vit-b.py')]
+
+
+def _datasets(cfg):
+    return [cfg[k].dataset for k in ('train_dataloader', 'val_dataloader',
+                                     'test_dataloader')]
+
+
+@pytest.mark.parametrize('path', VTAB + FGVC)
+def test_configs_default_task_is_consistent(path):
+    cfg = config_from_file(path)
+    info = TASKS[cfg.task]
+    assert cfg.model.head.num_classes == info.num_classes
+    assert all(d.task == cfg.task for d in _datasets(cfg))
+    assert cfg.train_dataloader.batch_size == 128
+    assert cfg.auto_scale_lr == dict(base_batch_size=256, enable=True)
+    deep = 'deep' in osp.basename(path)
+    assert cfg.model.backbone.prompt_cfg.deep is deep
+    splits = [d.split for d in _datasets(cfg)]
+    assert splits == (['train800val200', 'test', 'test'] if path in VTAB
+                      else ['trainval', 'test', 'test'])
+
+
+def test_vtab_pipeline_has_no_augmentation():
+    cfg = config_from_file(VTAB[0])
+    types = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+    assert types == ['LoadImageFromFile', 'Resize', 'PackInputs']
+    assert cfg.train_dataloader.dataset.pipeline[1].scale == (224, 224)
+    assert cfg.model.data_preprocessor.mean == [123.675, 116.28, 103.53]
+
+
+def test_fgvc_pipelines():
+    cfg = config_from_file(FGVC[0])
+    train = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+    test = [t.type for t in cfg.test_dataloader.dataset.pipeline]
+    assert train == ['LoadImageFromFile', 'Resize', 'RandomCrop',
+                     'RandomFlip', 'PackInputs']
+    assert test == ['LoadImageFromFile', 'Resize', 'CenterCrop',
+                    'PackInputs']
+
+
+@pytest.mark.parametrize('path,task', [(VTAB[0], 'dmlab'),
+                                       (FGVC[1], 'stanford_dogs')])
+def test_task_sets_datasets_and_head(path, task):
+    cfg = config_from_file(path)
+    apply_task(cfg, task)
+    assert cfg.task == task
+    assert cfg.model.head.num_classes == TASKS[task].num_classes
+    assert all(d.task == task for d in _datasets(cfg))
+
+
+def test_task_of_other_benchmark_is_an_error():
+    cfg = config_from_file(VTAB[0])
+    with pytest.raises(ValueError, match="'cub' is a fgvc task.*configs/"
+                       'fgvc/'):
+        apply_task(cfg, 'cub')
+    with pytest.raises(ValueError, match='Unknown task'):
+        apply_task(cfg, 'imagenet')
+
+
+def test_task_on_a_config_without_benchmark_data():
+    cfg = config_from_file(
+        osp.join(REPO, 'configs/demo/vpt-deep_vit-tiny_digits-5to9.py'))
+    apply_task(cfg)  # no task key: untouched
+    with pytest.raises(ValueError, match='none of its dataloaders'):
+        apply_task(cfg, 'dmlab')
+
+
+def _args(config, **kwargs):
+    args = dict(config=config, cfg_options=None, task=None, work_dir=None,
+                launcher='none', local_rank=0)
+    args.update(kwargs)
+    return argparse.Namespace(**args)
+
+
+def test_load_config_task_and_work_dir():
+    cfg = load_config(_args(VTAB[0], task='kitti_dist'))
+    assert cfg.model.head.num_classes == 4
+    assert cfg.work_dir == './work_dirs/vpt_deep_vit-b/kitti_dist'
+    cfg = load_config(_args(VTAB[0], cfg_options={'task': 'svhn'}))
+    assert cfg.model.head.num_classes == 10
+    assert cfg.train_dataloader.dataset.task == 'svhn'
+
+
+def test_num_classes_cannot_be_set_against_the_task():
+    with pytest.raises(ValueError, match='num_classes follows from the task'):
+        load_config(
+            _args(VTAB[0], task='dmlab',
+                  cfg_options={'model.head.num_classes': 5}))

@@ -1,0 +1,127 @@
+"""The classification benchmarks end to end on tiny copies of the real
+layouts: data preparation, tools/train.py, tools/test.py, tools/sweep.py."""
+import glob
+import json
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+from mmpretrain.models.backbones import VisionTransformer
+
+from tests.benchmark_data import make_dogs_layout, make_vtab_task
+from tests.test_tools.test_train import REPO, run
+
+pytestmark = pytest.mark.slow
+ARCH = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
+
+
+@pytest.fixture(scope='module')
+def bench(tmp_path_factory):
+    """VTAB dmlab and Stanford Dogs on disk, a random 'pretrained' 2-layer
+    ViT-B-shaped checkpoint, and small overrides of the real configs."""
+    root = tmp_path_factory.mktemp('bench')
+    make_vtab_task(str(root / 'vtab'), 'dmlab', train=2, val=1, test=1)
+    dogs = make_dogs_layout(str(root / 'fgvc'), train=2, test=1)
+    out = run([sys.executable, 'tools/dataset_converters/prepare_fgvc.py',
+               'stanford_dogs', dogs])
+    assert 'train.json: 216 images, val.json: 24 images' in out
+    vit = VisionTransformer(arch=ARCH, img_size=224, patch_size=16)
+    torch.save(vit.state_dict(), root / 'vit.pth')
+    configs = {}
+    for bench_name, base in (('vtab', 'configs/vtab/vpt_deep_vit-b.py'),
+                             ('fgvc', 'configs/fgvc/vpt_shallow_vit-b.py')):
+        path = root / f'{bench_name}.py'
+        path.write_text(f"""
+_base_ = [{osp.join(REPO, base)!r}]
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, **{ARCH!r}),
+                  prompt_cfg=dict(num_tokens=4),
+                  init_cfg=dict(checkpoint={str(root / 'vit.pth')!r})),
+    head=dict(in_channels=32))
+data_root = {str(root / bench_name)!r}
+loader = dict(num_workers=0, persistent_workers=False, pin_memory=False,
+              dataset=dict(data_root=data_root))
+train_dataloader = dict(batch_size=16, **loader)
+val_dataloader = dict(batch_size=64, **loader)
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs=2, val_interval=2)
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=True,
+                        begin=0, end=1, convert_to_iter_based=True)]
+default_hooks = dict(logger=dict(interval=1))
+""")
+        configs[bench_name] = str(path)
+    return root, configs
+
+
+@pytest.mark.parametrize('bench_name,task,num_test', [('vtab', 'dmlab', 6),
+                                                      ('fgvc',
+                                                       'stanford_dogs', 120)])
+def test_train_and_test(bench, tmp_path, bench_name, task, num_test):
+    _, configs = bench
+    work = str(tmp_path / 'work')
+    log = run([
+        sys.executable, 'tools/train.py', configs[bench_name], '--task', task,
+        '--work-dir', work
+    ])
+    assert 'accuracy/top1' in log
+    out = str(tmp_path / 'metrics.json')
+    log = run([
+        sys.executable, 'tools/test.py', configs[bench_name],
+        osp.join(work, 'epoch_2.pth'), '--task', task, '--out', out
+    ])
+    assert f'Epoch(test) [{-(-num_test // 64)}/{-(-num_test // 64)}]' in log
+    metrics = json.load(open(out))
+    assert 0.0 <= metrics['accuracy/top1'] <= 100.0
+
+
+def test_sweep_then_restart(bench):
+    root, configs = bench
+    sweep_dir = str(root / 'sweep')
+    args = [
+        sys.executable, 'tools/sweep.py', configs['vtab'], '--tasks',
+        'dmlab', '--lrs', '1', '0.5', '--wds', '0', '0.01', '--seeds', '2',
+        '--work-dir', sweep_dir, '--method', 'VPT-Deep', '--backbone',
+        'tiny'
+    ]
+    # A job killed after its training: checkpoints, no metrics.
+    unfinished = osp.join(sweep_dir, 'dmlab', 'tune', 'lr0.5_wd0')
+    run([
+        sys.executable, 'tools/train.py', configs['vtab'], '--task', 'dmlab',
+        '--work-dir', unfinished, '--no-validate', '--cfg-options',
+        'train_dataloader.dataset.split=train800',
+        'test_dataloader.dataset.split=val200',
+        'optim_wrapper.optimizer.lr=0.5',
+        'optim_wrapper.optimizer.weight_decay=0', 'randomness.seed=0'
+    ])
+    log = run(args)
+    assert log.count('[sweep] run ') == 6 and '[sweep] done' not in log
+    resumed_log = sorted(glob.glob(osp.join(unfinished, '*', '*.log')))[-1]
+    resumed = open(resumed_log).read()
+    assert 'resumed epoch: 2' in resumed and 'Epoch(train)' not in resumed
+    assert not glob.glob(osp.join(sweep_dir, '**', '*.pth'), recursive=True)
+
+    best = json.load(open(osp.join(sweep_dir, 'dmlab', 'best.json')))
+    assert len(best['scores']) == 4 and best['splits'] == ['train800',
+                                                           'val200']
+    top = max(s['top1'] for s in best['scores'])
+    assert best['chosen']['top1'] == top
+    assert best['chosen']['lr'] == min(
+        s['lr'] for s in best['scores'] if s['top1'] == top)
+    records = json.load(open(osp.join(sweep_dir, 'records.json')))
+    assert [(r['task'], r['seed']) for r in records] == [('dmlab', 0),
+                                                        ('dmlab', 1)]
+    table = open(osp.join(sweep_dir, 'results.md')).read().splitlines()
+    assert table[2].startswith('| VPT-Deep | tiny |') and ' ± ' in table[2]
+    assert 'DMLab' in open(osp.join(sweep_dir, 'hparams.md')).read()
+    assert osp.isfile(osp.join(sweep_dir, 'results.csv'))
+
+    metrics = glob.glob(
+        osp.join(sweep_dir, '**', 'test_metrics.json'), recursive=True)
+    assert len(metrics) == 6
+    mtimes = {m: os.stat(m).st_mtime_ns for m in metrics}
+    log = run(args)  # a second invocation does no work
+    assert '[sweep] run' not in log and log.count('[sweep] done') == 6
+    assert {m: os.stat(m).st_mtime_ns for m in metrics} == mtimes
+    assert json.load(open(osp.join(sweep_dir, 'records.json'))) == records
