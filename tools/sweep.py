@@ -63,7 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--fraction-seed', type=int, default=0)
     parser.add_argument(
         '--gpus', type=int, default=1, help='processes per job; > 1 uses '
-        'tools/dist_train.sh')
+        'tools/dist_train.sh. The config\'s batch size is per process: '
+        'keep the paper\'s total 128 with --cfg-options '
+        'train_dataloader.batch_size=<128 / gpus>')
     parser.add_argument(
         '--method', help='row label of the table (default: config name)')
     parser.add_argument(
