@@ -1,20 +1,8 @@
-# VPT-Shallow on an FGVC dataset, ViT-B/16 pre-trained on ImageNet-21k.
-#   python tools/train.py configs/fgvc/vpt_shallow_vit-b.py --task stanford_dogs
-# Default task: cub. Paper protocol (Table 6): batch 128, SGD with
-# lr = base_lr * total_batch / 256, 10 warm-up epochs + cosine, 100 epochs.
-# base_lr, weight decay and the prompt length are chosen per dataset on val
-# by tools/sweep.py; the values here are only a starting point.
-_base_ = [
-    '../_base_/models/vpt_vit-b16.py',
-    '../_base_/datasets/fgvc.py',
-    '../_base_/schedules/vpt_sgd_100e.py',
-    '../_base_/default_runtime.py',
-]
+# VPT-Shallow on an FGVC dataset, ViT-B/16 pre-trained on ImageNet-21k:
+# prompts at the input of layer 1 only; otherwise as vpt_deep_vit-b.py.
+#   python tools/train.py configs/fgvc/vpt_shallow_vit-b.py --task nabirds
+# Default task: cub. base_lr, weight decay and the prompt length are chosen
+# per task on val by tools/sweep.py.
+_base_ = ['./vpt_deep_vit-b.py']
 
-model = dict(
-    backbone=dict(prompt_cfg=dict(num_tokens=50, deep=False, dropout=0.1)),
-    head=dict(num_classes=200))
-
-optim_wrapper = dict(optimizer=dict(lr=2.5, weight_decay=1e-4))
-# Evaluate the test split once, after the last epoch.
-train_cfg = dict(val_interval=100)
+model = dict(backbone=dict(prompt_cfg=dict(deep=False)))
