@@ -15,6 +15,7 @@ from vpt_mm.runner import (
     add_common_args,
     load_config,
     setup_distributed,
+    teardown_distributed,
     write_json,
 )
 
@@ -43,6 +44,7 @@ def main() -> None:
     metrics = runner.test()
     if args.out and runner.rank == 0:
         write_json(metrics, args.out)
+    teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ from vpt_mm.runner import (
     enable_amp,
     load_config,
     setup_distributed,
+    teardown_distributed,
     write_json,
 )
 
@@ -75,6 +76,7 @@ def main() -> None:
         metrics = runner.test()
         if runner.rank == 0:
             write_json(metrics, osp.join(cfg.work_dir, 'test_metrics.json'))
+    teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -187,3 +187,17 @@ def setup_distributed(cfg: Config) -> None:
             type='MMDistributedDataParallel',
             device_ids=None,
             broadcast_buffers=False)
+
+
+def teardown_distributed() -> None:
+    """Destroy the default process group, if any, before the interpreter
+    exits.
+
+    Left to interpreter shutdown, gloo's worker threads can still hold
+    tensors when Python is torn down, and the process dies with SIGABRT
+    after a successful run; ``tools/train.py`` and ``tools/test.py`` call
+    this once they are done.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
