@@ -34,7 +34,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--amp-dtype',
         choices=['float16', 'bfloat16'],
-        help='dtype of --amp (mmengine picks float16 by default)')
+        help='dtype of --amp (default: float16 on CUDA, bfloat16 on CPU, '
+        'the only one CPU supports)')
     parser.add_argument(
         '--no-validate',
         action='store_true',

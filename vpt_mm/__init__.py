@@ -9,10 +9,11 @@ from . import compat
 
 compat.apply_all()
 
-from . import backbones, datasets, hooks  # noqa: E402,F401
+from . import amp, backbones, datasets, hooks  # noqa: E402,F401
 from .checkpoints import load_tuned, save_tuned  # noqa: E402
 from .version import __version__  # noqa: E402
 
 __all__ = [
-    '__version__', 'backbones', 'datasets', 'hooks', 'load_tuned', 'save_tuned'
+    '__version__', 'amp', 'backbones', 'datasets', 'hooks', 'load_tuned',
+    'save_tuned'
 ]

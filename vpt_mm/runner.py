@@ -157,12 +157,30 @@ def write_json(obj: object, path: str) -> None:
 
 
 def enable_amp(cfg: Config, dtype: Optional[str] = None) -> None:
-    """Switch the optimizer wrapper to mmengine's ``AmpOptimWrapper``."""
+    """Switch the optimizer wrapper to mixed precision.
+
+    On CUDA this is mmengine's ``AmpOptimWrapper`` (float16 by default,
+    ``dtype='bfloat16'`` possible); without a GPU it is
+    :class:`~vpt_mm.amp.CPUAmpOptimWrapper` (bfloat16 only). Parameters stay
+    float32 in both.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        dtype (str, optional): ``'float16'`` or ``'bfloat16'``.
+    """
     wrapper = cfg.optim_wrapper
-    if wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+    if wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper',
+                                               'CPUAmpOptimWrapper'):
         return
-    wrapper.type = 'AmpOptimWrapper'
-    wrapper.setdefault('loss_scale', 'dynamic')
+    if torch.cuda.is_available():
+        wrapper.type = 'AmpOptimWrapper'
+        wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        if dtype not in (None, 'bfloat16'):
+            raise ValueError(f'--amp-dtype {dtype} needs CUDA; on CPU use '
+                             'bfloat16')
+        wrapper.type = 'CPUAmpOptimWrapper'
+        dtype = 'bfloat16'
     if dtype is not None:
         wrapper.dtype = dtype
 

@@ -133,3 +133,18 @@ def test_class_prototypes_tool_feeds_cls_init(tmp_path):
         in_channels=1,
         prompt_cfg=dict(num_tokens=5, init='cls', cls_init=out))
     assert torch.equal(model.prompt.embeddings[0], protos)
+
+
+def test_train_with_amp_on_cpu(tmp_path):
+    work = str(tmp_path / 'work')
+    cfg = write_config(tmp_path, epochs=1)
+    log = run([
+        sys.executable, 'tools/train.py', cfg, '--work-dir', work, '--amp'
+    ])
+    expected = ('AmpOptimWrapper' if torch.cuda.is_available() else
+                'CPUAmpOptimWrapper')
+    assert f"type='{expected}'" in log
+    assert 'accuracy/top1' in log
+    ckpt = torch.load(osp.join(work, 'epoch_1.pth'))
+    prompts = ckpt['state_dict']['backbone.prompt.embeddings']
+    assert prompts.dtype == torch.float32 and torch.isfinite(prompts).all()

@@ -11,6 +11,12 @@ from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
 from ..prompts import VisualPrompt
+from ..prompts.fused import (
+    PromptKVCache,
+    check_fusable,
+    fused_layer_forward,
+    prompt_kv,
+)
 from ..registry import register_model
 from .frozen import FrozenBackboneMixin
 
@@ -32,6 +38,20 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
     prompt dropout is active in training. Pass ``freeze_backbone=False`` for
     full fine-tuning.
 
+    Fused prompts (``fuse_prompts=True``, the default): a layer whose
+    prompts are replaced at its input and whose prompt outputs nobody reads
+    (every VPT-Deep layer, unless ``out_type`` pools or returns prompt
+    outputs at that layer) runs on the image tokens alone, attending over
+    the keys/values of its prompts as well (:mod:`vpt_mm.prompts.fused`).
+    This is an exact rewrite of the token form: same outputs and prompt
+    gradients, fewer FLOPs and activations. In eval mode without gradients
+    the prompt keys/values are computed once and reused until a parameter
+    changes. A layer whose prompt outputs flow on (VPT-Shallow's layer 1,
+    the last layer of a range that ends before the top) is not fused:
+    there the prompts interact with the image. :attr:`fused_layers` lists
+    the fused layers; ``fuse_prompts=False`` runs the token form
+    everywhere.
+
     Args:
         arch (str | dict): mmpretrain ViT arch, e.g. ``'b'``, ``'l'``,
             ``'h'``. Defaults to ``'base'``.
@@ -48,6 +68,8 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
         prompt_cfg (dict): See :class:`vpt_mm.prompts.PromptConfig`.
             Defaults to VPT-Shallow with one prompt.
         freeze_backbone (bool): Freeze every non-prompt parameter.
+            Defaults to True.
+        fuse_prompts (bool): Use the fused form where it is exact.
             Defaults to True.
         **kwargs: Other arguments of mmpretrain's ``VisionTransformer``.
 
@@ -71,6 +93,7 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
                  out_type: str = 'cls_token',
                  prompt_cfg: Optional[dict] = None,
                  freeze_backbone: bool = True,
+                 fuse_prompts: bool = True,
                  **kwargs) -> None:
         super().__init__(
             arch=arch,
@@ -104,7 +127,41 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
                 and self.patch_embed.norm is not None):
             raise ValueError("prompt location 'concat-channel' needs a patch "
                              'embedding without norm')
+        self.fuse_prompts = fuse_prompts
+        self.fused_layers = self._fusable_layers() if fuse_prompts else ()
+        for i in self.fused_layers:
+            check_fusable(self.layers[i])
+        self._kv_cache = PromptKVCache()
         self.init_frozen_backbone(freeze_backbone)
+
+    def _fusable_layers(self) -> Tuple[int, ...]:
+        """Layers whose prompts are replaced at the input and whose prompt
+        outputs are never read."""
+        if not self.prompt.has_prompt_tokens:
+            return ()
+        ids = self.prompt.layer_ids
+        reads_prompts = self.out_type in ('raw', 'avg_prompt', 'avg_all')
+        fused = []
+        for i in ids:
+            flows_on = i == ids[-1] and i < self.num_layers - 1
+            if flows_on or (reads_prompts and i in self.out_indices):
+                continue
+            fused.append(i)
+        return tuple(fused)
+
+    def _prompt_kv(self, i: int, batch_size: int, dtype: torch.dtype):
+        """Keys/values of layer ``i``'s prompts, cached when constant."""
+        prompts = self.prompt.layer_prompts(i, batch_size,
+                                            self._embed_pixels)
+        constant = prompts.shape[0] == 1 and not torch.is_grad_enabled()
+        if not constant:
+            return prompt_kv(self.layers[i], prompts.to(dtype))
+        state = self._kv_cache.state_of(list(self.parameters()), prompts)
+        kv = self._kv_cache.get(state, i)
+        if kv is None:
+            kv = prompt_kv(self.layers[i], prompts.to(dtype))
+            self._kv_cache.put(i, kv)
+        return kv
 
     def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embed pixel-space prompt patches with the frozen projection."""
@@ -132,14 +189,16 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
         x = self.pre_norm(x)
 
         outs = []
+        n = self.num_extra_tokens
         for i, layer in enumerate(self.layers):
-            x = self.prompt.insert(
-                x,
-                i,
-                self.num_extra_tokens,
-                hw=patch_resolution,
-                embed=self._embed_pixels)
-            x = layer(x)
+            if i in self.fused_layers:
+                x = self.prompt.strip(x, n, patch_resolution)
+                x = fused_layer_forward(layer, x,
+                                        self._prompt_kv(i, B, x.dtype))
+            else:
+                x = self.prompt.insert(
+                    x, i, n, hw=patch_resolution, embed=self._embed_pixels)
+                x = layer(x)
 
             if i == len(self.layers) - 1 and self.final_norm:
                 x = self.ln1(x)

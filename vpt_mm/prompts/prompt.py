@@ -279,10 +279,51 @@ class VisualPrompt(nn.Module):
                                      hw).to(x.dtype)
         if self.location == 'add':
             return torch.cat([x[:, :n], x[:, n:] + prompts], dim=1)
-        # The first prompted layer extends the sequence; later ones discard
-        # the previous layer's prompt outputs and put their own in place.
-        skip = n if index == 0 else n + self.num_tokens
-        return torch.cat([x[:, :n], prompts, x[:, skip:]], dim=1)
+        # Prompt outputs of an earlier layer, if the sequence holds any, are
+        # discarded and this layer's own prompts put in their place.
+        x = self.strip(x, n, hw, index)
+        return torch.cat([x[:, :n], prompts, x[:, n:]], dim=1)
+
+    def strip(self,
+              x: torch.Tensor,
+              num_extra_tokens: int,
+              hw: Optional[Sequence[int]] = None,
+              index: Optional[int] = None) -> torch.Tensor:
+        """Remove the prompt tokens a sequence holds, if any.
+
+        Args:
+            x (torch.Tensor): (B, N, d) tokens.
+            num_extra_tokens (int): Tokens in front of the prompts.
+            hw (Sequence[int], optional): The patch grid; the number of
+                prompt tokens present follows from the sequence length.
+                Without it, a sequence entering the ``index``-th prompted
+                layer is assumed to hold prompts unless ``index`` is 0.
+            index (int, optional): See ``hw``.
+
+        Returns:
+            torch.Tensor: ``[extra tokens, patches]``.
+        """
+        n = num_extra_tokens
+        if hw is not None:
+            present = x.shape[1] - n - int(hw[0]) * int(hw[1])
+        else:
+            present = 0 if index == 0 else self.num_tokens
+        if present == 0:
+            return x
+        return torch.cat([x[:, :n], x[:, n + present:]], dim=1)
+
+    def layer_prompts(self,
+                      layer_id: int,
+                      batch_size: int,
+                      embed: Optional[Callable] = None) -> torch.Tensor:
+        """Token prompts of a layer for the fused form: (B, p, d) while
+        prompt dropout is active (per sample), else (1, p, d), shared by
+        the batch."""
+        if not self.has_prompt_tokens or layer_id not in self._index:
+            raise ValueError(f'Layer {layer_id} has no prompt tokens')
+        dropping = self.training and self.dropout.p > 0
+        return self.batch_prompts(self._index[layer_id],
+                                  batch_size if dropping else 1, embed)
 
     def embed_channels(self, hw: Sequence[int]) -> torch.Tensor:
         """The ``'concat-channel'`` contribution to the patch embeddings.

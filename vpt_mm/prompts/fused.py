@@ -1,0 +1,129 @@
+"""Fused prompts: the exact, cheaper form of layers whose prompts are
+replaced at their input.
+
+In such a layer (every layer of VPT-Deep) the prompt tokens P_i entering
+layer i are parameters, not functions of the image, and the layer's outputs
+at the prompt positions are discarded by the next layer. The image tokens
+see the prompts only through the attention keys and values of LN1(P_i). So
+the layer can run on the image tokens alone, attending over
+``[K(LN1(P_i)); K(x)]`` and ``[V(LN1(P_i)); V(x)]``: the prompts' queries,
+attention rows, output projection and MLP are never computed, and in eval
+mode (no prompt dropout) the prompt keys/values are computed once per batch,
+or once for all batches (:class:`PromptKVCache`). The image-token outputs
+are those of the token form up to float rounding.
+
+The functions here work on an mmpretrain ``TransformerEncoderLayer``
+(``ln1``, ``attn.qkv``, ``attn.proj``, ``ffn``, ``ln2``).
+"""
+from __future__ import annotations
+
+from typing import Dict, Hashable, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+KV = Tuple[torch.Tensor, torch.Tensor]
+
+
+def check_fusable(layer: nn.Module) -> None:
+    """Raise if ``layer`` is not a standard pre-norm attention layer."""
+    attn = getattr(layer, 'attn', None)
+    for name in ('ln1', 'ln2', 'ffn'):
+        if not hasattr(layer, name):
+            raise TypeError(f'{type(layer).__name__} has no {name!r}; fused '
+                            'prompts need an mmpretrain TransformerEncoder'
+                            'Layer')
+    if attn is None or not hasattr(attn, 'qkv') or getattr(
+            attn, 'v_shortcut', False):
+        raise TypeError(f'{type(layer).__name__}.attn is not a plain qkv '
+                        'attention; use fuse_prompts=False')
+
+
+def prompt_kv(layer: nn.Module, prompts: torch.Tensor) -> KV:
+    """Keys and values of a layer's prompts.
+
+    Args:
+        layer (nn.Module): The transformer layer.
+        prompts (torch.Tensor): (B', p, d) prompts at the layer input; B' is
+            the batch size (per-sample dropout) or 1 (shared by the batch).
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: K and V, each (B', heads, p,
+        head_dims).
+    """
+    attn = layer.attn
+    b, p, _ = prompts.shape
+    qkv = attn.qkv(layer.ln1(prompts)).reshape(b, p, 3, attn.num_heads,
+                                               attn.head_dims)
+    k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+    return k, v
+
+
+def fused_layer_forward(layer: nn.Module, x: torch.Tensor,
+                        kv: KV) -> torch.Tensor:
+    """Run a layer on the image tokens, attending over prompt K/V too.
+
+    Args:
+        layer (nn.Module): The transformer layer (see :func:`check_fusable`).
+        x (torch.Tensor): (B, N, d) tokens without prompts.
+        kv (tuple): Prompt keys and values from :func:`prompt_kv`, batch 1
+            or B.
+
+    Returns:
+        torch.Tensor: (B, N, d), equal to the token form's outputs at the
+        non-prompt positions.
+    """
+    attn = layer.attn
+    B, N, _ = x.shape
+    qkv = attn.qkv(layer.ln1(x)).reshape(B, N, 3, attn.num_heads,
+                                         attn.head_dims).permute(
+                                             2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    pk, pv = kv
+    pk = pk.to(k.dtype).expand(B, -1, -1, -1)
+    pv = pv.to(v.dtype).expand(B, -1, -1, -1)
+    k = torch.cat([pk, k], dim=2)
+    v = torch.cat([pv, v], dim=2)
+    drop = attn.attn_drop if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+    out = out.transpose(1, 2).reshape(B, N, attn.embed_dims)
+    out = attn.out_drop(attn.gamma1(attn.proj_drop(attn.proj(out))))
+    x = x + out
+    return layer.ffn(layer.ln2(x), identity=x)
+
+
+class PromptKVCache:
+    """Prompt keys/values of eval-mode forwards, reused across batches.
+
+    Entries are keyed by the layer and a *state* that changes whenever a
+    parameter they depend on could have (the ``_version`` counter and
+    storage of every parameter of the model, which in-place optimizer steps
+    and ``load_state_dict`` bump), plus dtype, device and autocast state. A
+    stale entry is therefore never used, and nothing needs to be switched by
+    hand; :meth:`clear` drops everything.
+    """
+
+    def __init__(self) -> None:
+        self._state: Optional[Hashable] = None
+        self._kv: Dict[int, KV] = {}
+
+    @staticmethod
+    def state_of(params: List[torch.Tensor], x: torch.Tensor) -> Hashable:
+        """The state key of ``params`` for input ``x``."""
+        autocast = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else None
+        return (x.device, x.dtype, autocast, dtype,
+                tuple((p.data_ptr(), p._version) for p in params))
+
+    def get(self, state: Hashable, layer_id: int) -> Optional[KV]:
+        if state != self._state:
+            self._state, self._kv = state, {}
+            return None
+        return self._kv.get(layer_id)
+
+    def put(self, layer_id: int, kv: KV) -> None:
+        self._kv[layer_id] = kv
+
+    def clear(self) -> None:
+        self._state, self._kv = None, {}
