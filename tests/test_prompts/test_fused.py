@@ -129,3 +129,15 @@ def test_switch_between_forms_is_reversible():
         fused.eval()
         torch.testing.assert_close(fused(x)[0], expected, atol=1e-5,
                                    rtol=1e-5)
+
+
+def test_per_batch_dropout_shares_one_mask():
+    model = tiny_vit(
+        dict(num_tokens=4, deep=True, dropout=0.5, dropout_mode='batch'))
+    model.train()
+    assert model.prompt.layer_prompts(0, 4).shape == (1, 4, 32)
+    x = torch.randn(1, 3, 32, 32).expand(4, -1, -1, -1)
+    out = model(x)[0]
+    torch.testing.assert_close(out[0], out[3])
+    with pytest.raises(ValueError, match="Unknown prompt dropout_mode"):
+        tiny_vit(dict(num_tokens=4, dropout_mode='layer'))

@@ -17,6 +17,7 @@ LOCATIONS = ('prepend', 'add', 'prepend-pixel', 'concat-channel')
 PIXEL_LOCATIONS = ('prepend-pixel', 'concat-channel')
 INITS = ('random', 'cls')
 SHARES = (None, 'intra', 'inter', 'all')
+DROPOUT_MODES = ('sample', 'batch')
 
 #: Default prompt dropout. The paper's VPT-Deep runs use 0.1, and so do the
 #: reference scripts for VPT-Shallow; we use it for both.
@@ -49,8 +50,13 @@ class PromptConfig:
             (num_prompt_layers, C, d), or a path to one saved with
             :func:`torch.save` (``.pt``/``.pth``) or numpy (``.npy``).
             Defaults to None.
-        dropout (float): Prompt dropout probability, applied to the prompt
-            tokens of each sample in training only. Defaults to 0.1.
+        dropout (float): Prompt dropout probability, in training only.
+            Defaults to 0.1.
+        dropout_mode (str): ``'sample'``: every sample draws its own mask
+            (the reference implementation); ``'batch'``: one mask for the
+            whole batch, so the fused form computes each layer's prompt
+            keys/values once per batch instead of once per sample.
+            Defaults to ``'sample'``.
         share (str, optional): ``None``, ``'intra'`` (one vector repeated p
             times in a layer), ``'inter'`` (the same p prompts at every
             layer) or ``'all'`` (one vector everywhere). Defaults to None.
@@ -68,6 +74,7 @@ class PromptConfig:
     cls_init: Union[str, torch.Tensor, None] = field(default=None,
                                                      repr=False)
     dropout: float = DEFAULT_DROPOUT
+    dropout_mode: str = 'sample'
     share: Optional[str] = None
     proj_dim: Optional[int] = None
     frozen: bool = False
@@ -107,6 +114,10 @@ class PromptConfig:
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError('prompt_cfg.dropout must be in [0, 1), got '
                              f'{self.dropout!r}')
+        if self.dropout_mode not in DROPOUT_MODES:
+            raise ValueError(f'Unknown prompt dropout_mode '
+                             f'{self.dropout_mode!r}; choose from '
+                             f'{DROPOUT_MODES}')
         if self.proj_dim is not None and (not isinstance(self.proj_dim, int)
                                           or self.proj_dim < 1):
             raise ValueError('prompt_cfg.proj_dim must be None or an integer '

@@ -231,7 +231,8 @@ class VisualPrompt(nn.Module):
                       batch_size: int,
                       embed: Optional[Callable] = None,
                       hw: Optional[Sequence[int]] = None) -> torch.Tensor:
-        """Prompts of one layer for a batch, with per-sample dropout.
+        """Prompts of one layer for a batch, with prompt dropout (per sample
+        or once for the batch, see ``dropout_mode``).
 
         Args:
             index (int): Position of the layer in :attr:`layer_ids`.
@@ -247,6 +248,8 @@ class VisualPrompt(nn.Module):
         if self.location == 'add':
             prompts = resize_grid(prompts, self.grid_size,
                                   tuple(hw or self.grid_size))
+        if self.cfg.dropout_mode == 'batch':
+            return self.dropout(prompts).expand(batch_size, -1, -1)
         return self.dropout(prompts.expand(batch_size, -1, -1))
 
     # ------------------------------------------------------------------
@@ -317,11 +320,12 @@ class VisualPrompt(nn.Module):
                       batch_size: int,
                       embed: Optional[Callable] = None) -> torch.Tensor:
         """Token prompts of a layer for the fused form: (B, p, d) while
-        prompt dropout is active (per sample), else (1, p, d), shared by
-        the batch."""
+        per-sample prompt dropout is active, else (1, p, d), shared by the
+        batch."""
         if not self.has_prompt_tokens or layer_id not in self._index:
             raise ValueError(f'Layer {layer_id} has no prompt tokens')
-        dropping = self.training and self.dropout.p > 0
+        dropping = (self.training and self.dropout.p > 0
+                    and self.cfg.dropout_mode == 'sample')
         return self.batch_prompts(self._index[layer_id],
                                   batch_size if dropping else 1, embed)
 

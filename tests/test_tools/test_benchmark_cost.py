@@ -1,0 +1,39 @@
+"""tools/analysis_tools/benchmark_cost.py on a tiny ViT."""
+import json
+import sys
+
+import pytest
+
+from tests.test_tools.test_train import REPO, run
+
+pytestmark = pytest.mark.slow
+
+
+def test_benchmark_cost_tiny(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(f"""
+_base_ = ['{REPO}/configs/vtab/vpt_deep_vit-b.py']
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=2,
+                            num_heads=2, feedforward_channels=64),
+                  img_size=32, patch_size=8),
+    head=dict(in_channels=32))
+""")
+    out = tmp_path / 'cost'
+    log = run([
+        sys.executable, 'tools/analysis_tools/benchmark_cost.py', str(cfg),
+        '--num-tokens', '2', '--methods', 'full', 'deep', '--batch-size', '2',
+        '--img-size', '32',
+        '--repeats', '1', '--out-dir', str(out)
+    ])
+    assert '| Full | - | - |' in log and '| VPT-Deep | 2 | fused |' in log
+    rows = json.loads((out / 'cost.json').read_text())['rows']
+    assert [(r['method'], r['form']) for r in rows] == [('full', '-'),
+                                                        ('deep', 'token'),
+                                                        ('deep', 'fused')]
+    for row in rows:
+        for mode in ('train', 'infer'):
+            cost = row[mode]
+            assert cost['ms_per_img'] > 0
+            assert cost['peak_mb'] >= cost['base_mb'] > 0
+    assert (out / 'cost.png').stat().st_size > 1000

@@ -1,0 +1,290 @@
+"""Training and inference cost of the tuning protocols, in the shape of the
+paper's Table 12 and Fig. 18-19.
+
+For Full, Linear, VPT-Shallow and VPT-Deep at several prompt lengths, in
+the token form and the fused form (vpt_mm/prompts/fused.py), it measures:
+
+- training latency: one step (forward, loss, backward, SGD with momentum),
+  ms per image, median of ``--repeats`` after a warm-up step;
+- inference latency: one eval forward without gradients, ms per image;
+- peak memory of each: ``torch.cuda.max_memory_allocated`` on CUDA, the
+  process's peak resident set (``ru_maxrss``) on CPU. Every measurement
+  runs in a fresh process, so peaks do not carry over. The memory already
+  in use once the model is built (libraries, weights, input) is recorded
+  too, and the table also gives the ratio of what training adds on top of
+  it ("step memory"), which on CPU is otherwise dominated by the shared
+  libraries and the frozen weights.
+
+It prints a table and the ratios to Full (training) and to the frozen
+backbone without prompts (inference, the Linear row), all from one run, and
+writes ``cost.json`` and ``cost.png`` to ``--out-dir``. The model is the
+config's, without pretrained weights (random init costs the same).
+
+Example:
+    python tools/analysis_tools/benchmark_cost.py \
+        configs/vtab/vpt_deep_vit-b.py --batch-size 8 \
+        --num-tokens 1 10 50 100 200 --out-dir work_dirs/cost
+"""
+import argparse
+import copy
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+import torch
+
+METHODS = ('full', 'linear', 'shallow', 'deep')
+TITLES = dict(full='Full', linear='Linear', shallow='VPT-Shallow',
+              deep='VPT-Deep')
+
+
+def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool):
+    """The classifier of one protocol, without pretrained weights."""
+    from mmpretrain.registry import MODELS
+
+    import vpt_mm  # noqa: F401  (compatibility fixes, registration)
+    cfg = copy.deepcopy(model_cfg)
+    backbone = cfg['backbone']
+    backbone.pop('init_cfg', None)
+    if method in ('full', 'linear'):
+        cls = MODELS.get(backbone['type'])
+        plain = next(b for b in cls.__mro__
+                     if b.__module__.startswith('mmpretrain'))
+        backbone['type'] = plain.__name__
+        for key in ('prompt_cfg', 'freeze_backbone', 'fuse_prompts'):
+            backbone.pop(key, None)
+        if backbone.get('out_type') in ('avg_prompt', 'avg_all'):
+            backbone['out_type'] = 'cls_token'
+    else:
+        prompt_cfg = dict(backbone.get('prompt_cfg') or {})
+        prompt_cfg.update(num_tokens=num_tokens, deep=method == 'deep')
+        prompt_cfg.pop('layers', None)
+        backbone.update(prompt_cfg=prompt_cfg, fuse_prompts=fused)
+    model = MODELS.build(cfg)
+    if method == 'linear':
+        for p in model.backbone.parameters():
+            p.requires_grad = False
+    return model
+
+
+def peak_memory_mb(device: str) -> float:
+    if device == 'cuda':
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    """The process's resident set now (Linux), in MB."""
+    with open('/proc/self/statm') as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def measure(job: dict) -> dict:
+    """Run one measurement (in this process) and return its result."""
+    from mmpretrain.structures import DataSample
+    device = job['device']
+    model = build_model(job['model'], job['method'], job['num_tokens'],
+                        job['fused']).to(device)
+    batch, size = job['batch_size'], job['img_size']
+    x = torch.rand(batch, 3, *size, device=device)
+    num_classes = model.head.num_classes
+    samples = [
+        DataSample().set_gt_label(i % num_classes) for i in range(batch)
+    ]
+    if job['mode'] == 'train':
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optim = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+
+        def step():
+            optim.zero_grad()
+            loss = sum(model(x, samples, mode='loss').values())
+            loss.backward()
+            optim.step()
+    else:
+        model.eval()
+
+        def step():
+            with torch.no_grad():
+                model(x, mode='tensor')
+
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    base_mb = (torch.cuda.memory_allocated() / 2**20
+               if device == 'cuda' else current_rss_mb())
+    step()  # warm-up
+    times = []
+    for _ in range(job['repeats']):
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    ms = 1000 * sorted(times)[len(times) // 2] / batch
+    return dict(ms_per_img=ms, peak_mb=peak_memory_mb(device),
+                base_mb=base_mb)
+
+
+def run_job(job: dict) -> dict:
+    """Measure in a fresh process (clean peak memory)."""
+    proc = subprocess.run(
+        [sys.executable, __file__, '--child', json.dumps(job)],
+        capture_output=True,
+        text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f'Measurement {job["method"]} p={job["num_tokens"]} '
+            f'{job["mode"]} failed:\n{proc.stderr[-3000:]}')
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def variants(methods: List[str], tokens: List[int],
+             forms: List[str]) -> List[dict]:
+    out = []
+    for method in methods:
+        if method in ('full', 'linear'):
+            out.append(dict(method=method, num_tokens=0, form='-'))
+            continue
+        for p in tokens:
+            # VPT-Shallow has nothing to fuse: its prompts interact with the
+            # image from layer 1 on.
+            for form in (['token'] if method == 'shallow' else forms):
+                out.append(dict(method=method, num_tokens=p, form=form))
+    return out
+
+
+def ratio(value: float, base: Optional[float]) -> str:
+    return f'{value / base:.2f}x' if base else '-'
+
+
+def step_mb(row: dict) -> float:
+    """Training memory on top of the built model."""
+    return row['train']['peak_mb'] - row['train']['base_mb']
+
+
+def report(rows: List[dict]) -> str:
+    full = next((r for r in rows if r['method'] == 'full'), None)
+    frozen = next((r for r in rows if r['method'] == 'linear'), None)
+    lines = [
+        '| method | p | form | train ms/img | train peak MB | infer ms/img '
+        '| infer peak MB | train time / Full | train mem / Full '
+        '| train step mem / Full | infer time / frozen |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
+    ]
+    for r in rows:
+        lines.append(
+            f'| {TITLES[r["method"]]} | {r["num_tokens"] or "-"} | '
+            f'{r["form"]} | {r["train"]["ms_per_img"]:.1f} | '
+            f'{r["train"]["peak_mb"]:.0f} | {r["infer"]["ms_per_img"]:.1f} | '
+            f'{r["infer"]["peak_mb"]:.0f} | '
+            f'{ratio(r["train"]["ms_per_img"], full and full["train"]["ms_per_img"])} | '  # noqa: E501
+            f'{ratio(r["train"]["peak_mb"], full and full["train"]["peak_mb"])} | '  # noqa: E501
+            f'{ratio(step_mb(r), full and step_mb(full))} | '
+            f'{ratio(r["infer"]["ms_per_img"], frozen and frozen["infer"]["ms_per_img"])} |'  # noqa: E501
+        )
+    return '\n'.join(lines)
+
+
+def plot(rows: List[dict], path: str) -> None:
+    """Fig. 18-19: cost against prompt length, Full/Linear as levels."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    panels = [('train', 'ms_per_img', 'training latency (ms/img)'),
+              ('infer', 'ms_per_img', 'inference latency (ms/img)'),
+              ('train', 'peak_mb', 'training peak memory (MB)')]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (mode, key, title) in zip(axes, panels):
+        for method, form, style in (('shallow', 'token', 'o-'),
+                                    ('deep', 'token', 's-'),
+                                    ('deep', 'fused', 's--')):
+            pts = [(r['num_tokens'], r[mode][key]) for r in rows
+                   if r['method'] == method and r['form'] == form]
+            if pts:
+                label = TITLES[method] + (' (fused)' if form == 'fused' else
+                                          '')
+                ax.plot(*zip(*sorted(pts)), style, label=label)
+        for method, color in (('full', 'k'), ('linear', 'gray')):
+            for r in rows:
+                if r['method'] == method:
+                    ax.axhline(r[mode][key], color=color, linestyle=':',
+                               label=TITLES[method])
+        ax.set_xscale('log')
+        ax.set_xlabel('prompt length p')
+        ax.set_title(title)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', nargs='?', help='config of the model')
+    parser.add_argument('--batch-size', type=int, default=8)
+    parser.add_argument('--img-size', type=int, nargs='+', default=[224])
+    parser.add_argument(
+        '--num-tokens', type=int, nargs='+', default=[1, 10, 50, 100, 200])
+    parser.add_argument(
+        '--methods', nargs='+', choices=METHODS, default=list(METHODS))
+    parser.add_argument(
+        '--forms', nargs='+', choices=['token', 'fused'],
+        default=['token', 'fused'])
+    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--out-dir', help='write cost.json and cost.png here')
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        print(json.dumps(measure(json.loads(args.child))))
+        return
+    if args.config is None:
+        raise SystemExit('a config is required')
+    from vpt_mm.runner import config_from_file
+    cfg = config_from_file(args.config)
+    model_cfg = cfg.model.to_dict()
+    size = args.img_size * 2 if len(args.img_size) == 1 else args.img_size
+    rows: List[Dict] = []
+    for var in variants(args.methods, args.num_tokens, args.forms):
+        row = dict(var)
+        for mode in ('train', 'infer'):
+            row[mode] = run_job(
+                dict(model=model_cfg, method=var['method'],
+                     num_tokens=var['num_tokens'],
+                     fused=var['form'] == 'fused', mode=mode,
+                     batch_size=args.batch_size, img_size=size[:2],
+                     repeats=args.repeats, device=args.device))
+        rows.append(row)
+        print(f'{TITLES[row["method"]]} p={row["num_tokens"]} {row["form"]}: '
+              f'train {row["train"]["ms_per_img"]:.1f} ms/img, infer '
+              f'{row["infer"]["ms_per_img"]:.1f} ms/img', flush=True)
+    device = (torch.cuda.get_device_name() if args.device == 'cuda' else
+              f'CPU ({os.cpu_count()} cores)')
+    print(f'\n{osp.basename(args.config)}, batch {args.batch_size}, '
+          f'{size[0]}x{size[1]}, {device}; memory: '
+          f'{"max_memory_allocated" if args.device == "cuda" else "peak RSS"}')
+    print(report(rows))
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+        with open(osp.join(args.out_dir, 'cost.json'), 'w') as f:
+            json.dump(dict(config=args.config, batch_size=args.batch_size,
+                           img_size=size[:2], device=device, rows=rows), f,
+                      indent=2)
+        plot(rows, osp.join(args.out_dir, 'cost.png'))
+        print(f'wrote {args.out_dir}/cost.json and cost.png')
+
+
+if __name__ == '__main__':
+    main()
