@@ -118,16 +118,21 @@ def test_eval_cache_follows_parameter_changes():
     assert fused.prompt.embeddings.grad is not None
 
 
-def test_switch_between_forms_is_reversible():
-    token, fused = pair(deep())
-    fused.eval()
+def test_switch_between_forms_is_idempotent_and_reversible():
+    token, model = pair(deep())
+    model.eval()
     token.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = token(x)[0]
-        fused.train()
-        fused.eval()
-        torch.testing.assert_close(fused(x)[0], expected, atol=1e-5,
+        for enabled in (False, False, True, True, False, True):
+            model.fuse(enabled)
+            assert model.fused_layers == ((0, 1, 2, 3) if enabled else ())
+            torch.testing.assert_close(model(x)[0], expected, atol=1e-5,
+                                       rtol=1e-5)
+        model.train()
+        model.eval()
+        torch.testing.assert_close(model(x)[0], expected, atol=1e-5,
                                    rtol=1e-5)
 
 

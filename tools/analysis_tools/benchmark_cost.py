@@ -161,12 +161,20 @@ def variants(methods: List[str], tokens: List[int],
     return out
 
 
-def ratio(value: float, base: Optional[float]) -> str:
-    return f'{value / base:.2f}x' if base else '-'
+def fmt(value: Optional[float], digits: int = 1) -> str:
+    return '-' if value is None else f'{value:.{digits}f}'
 
 
-def step_mb(row: dict) -> float:
+def ratio(value: Optional[float], base: Optional[float]) -> str:
+    if value is None or not base:
+        return '-'
+    return f'{value / base:.2f}x'
+
+
+def step_mb(row: dict) -> Optional[float]:
     """Training memory on top of the built model."""
+    if row['train']['peak_mb'] is None:
+        return None
     return row['train']['peak_mb'] - row['train']['base_mb']
 
 
@@ -182,9 +190,10 @@ def report(rows: List[dict]) -> str:
     for r in rows:
         lines.append(
             f'| {TITLES[r["method"]]} | {r["num_tokens"] or "-"} | '
-            f'{r["form"]} | {r["train"]["ms_per_img"]:.1f} | '
-            f'{r["train"]["peak_mb"]:.0f} | {r["infer"]["ms_per_img"]:.1f} | '
-            f'{r["infer"]["peak_mb"]:.0f} | '
+            f'{r["form"]} | {fmt(r["train"]["ms_per_img"])} | '
+            f'{fmt(r["train"]["peak_mb"], 0)} | '
+            f'{fmt(r["infer"]["ms_per_img"])} | '
+            f'{fmt(r["infer"]["peak_mb"], 0)} | '
             f'{ratio(r["train"]["ms_per_img"], full and full["train"]["ms_per_img"])} | '  # noqa: E501
             f'{ratio(r["train"]["peak_mb"], full and full["train"]["peak_mb"])} | '  # noqa: E501
             f'{ratio(step_mb(r), full and step_mb(full))} | '
@@ -207,20 +216,24 @@ def plot(rows: List[dict], path: str) -> None:
                                     ('deep', 'token', 's-'),
                                     ('deep', 'fused', 's--')):
             pts = [(r['num_tokens'], r[mode][key]) for r in rows
-                   if r['method'] == method and r['form'] == form]
+                   if r['method'] == method and r['form'] == form
+                   and r[mode][key] is not None]
             if pts:
                 label = TITLES[method] + (' (fused)' if form == 'fused' else
                                           '')
                 ax.plot(*zip(*sorted(pts)), style, label=label)
         for method, color in (('full', 'k'), ('linear', 'gray')):
             for r in rows:
-                if r['method'] == method:
+                if r['method'] == method and r[mode][key] is not None:
                     ax.axhline(r[mode][key], color=color, linestyle=':',
                                label=TITLES[method])
         ax.set_xscale('log')
         ax.set_xlabel('prompt length p')
         ax.set_title(title)
-    axes[0].legend()
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+            break
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -237,7 +250,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--forms', nargs='+', choices=['token', 'fused'],
         default=['token', 'fused'])
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument(
+        '--repeats', type=int, default=3, help='timed training steps')
+    parser.add_argument(
+        '--infer-repeats', type=int, default=10,
+        help='timed inference batches (cheaper and noisier than steps)')
+    parser.add_argument(
+        '--modes', nargs='+', choices=['train', 'infer'],
+        default=['train', 'infer'])
+    parser.add_argument(
+        '--rounds', type=int, default=1,
+        help='measure every variant this many times, round-robin, and '
+        'keep the median time (and the largest peak): on a noisy machine '
+        'drift then affects all variants alike')
     parser.add_argument(
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out-dir', help='write cost.json and cost.png here')
@@ -256,20 +281,37 @@ def main() -> None:
     cfg = config_from_file(args.config)
     model_cfg = cfg.model.to_dict()
     size = args.img_size * 2 if len(args.img_size) == 1 else args.img_size
-    rows: List[Dict] = []
-    for var in variants(args.methods, args.num_tokens, args.forms):
-        row = dict(var)
+    rows: List[Dict] = [
+        dict(var) for var in variants(args.methods, args.num_tokens,
+                                      args.forms)
+    ]
+    results: Dict[tuple, List[dict]] = {}
+    for round_ in range(args.rounds):
+        for i, row in enumerate(rows):
+            for mode in args.modes:
+                result = run_job(
+                    dict(model=model_cfg, method=row['method'],
+                         num_tokens=row['num_tokens'],
+                         fused=row['form'] == 'fused', mode=mode,
+                         batch_size=args.batch_size, img_size=size[:2],
+                         repeats=(args.repeats if mode == 'train' else
+                                  args.infer_repeats), device=args.device))
+                results.setdefault((i, mode), []).append(result)
+                print(f'[{round_ + 1}/{args.rounds}] '
+                      f'{TITLES[row["method"]]} p={row["num_tokens"]} '
+                      f'{row["form"]} {mode}: '
+                      f'{result["ms_per_img"]:.1f} ms/img', flush=True)
+    for i, row in enumerate(rows):
         for mode in ('train', 'infer'):
-            row[mode] = run_job(
-                dict(model=model_cfg, method=var['method'],
-                     num_tokens=var['num_tokens'],
-                     fused=var['form'] == 'fused', mode=mode,
-                     batch_size=args.batch_size, img_size=size[:2],
-                     repeats=args.repeats, device=args.device))
-        rows.append(row)
-        print(f'{TITLES[row["method"]]} p={row["num_tokens"]} {row["form"]}: '
-              f'train {row["train"]["ms_per_img"]:.1f} ms/img, infer '
-              f'{row["infer"]["ms_per_img"]:.1f} ms/img', flush=True)
+            runs = results.get((i, mode))
+            if not runs:
+                row[mode] = dict(ms_per_img=None, peak_mb=None, base_mb=None)
+                continue
+            times = sorted(r['ms_per_img'] for r in runs)
+            row[mode] = dict(
+                ms_per_img=times[len(times) // 2],
+                peak_mb=max(r['peak_mb'] for r in runs),
+                base_mb=min(r['base_mb'] for r in runs))
     device = (torch.cuda.get_device_name() if args.device == 'cuda' else
               f'CPU ({os.cpu_count()} cores)')
     print(f'\n{osp.basename(args.config)}, batch {args.batch_size}, '

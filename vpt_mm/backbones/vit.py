@@ -49,8 +49,8 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
     changes. A layer whose prompt outputs flow on (VPT-Shallow's layer 1,
     the last layer of a range that ends before the top) is not fused:
     there the prompts interact with the image. :attr:`fused_layers` lists
-    the fused layers; ``fuse_prompts=False`` runs the token form
-    everywhere.
+    the fused layers; ``fuse_prompts=False`` (or :meth:`fuse` with False)
+    runs the token form everywhere.
 
     Args:
         arch (str | dict): mmpretrain ViT arch, e.g. ``'b'``, ``'l'``,
@@ -127,12 +127,27 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
                 and self.patch_embed.norm is not None):
             raise ValueError("prompt location 'concat-channel' needs a patch "
                              'embedding without norm')
-        self.fuse_prompts = fuse_prompts
-        self.fused_layers = self._fusable_layers() if fuse_prompts else ()
-        for i in self.fused_layers:
-            check_fusable(self.layers[i])
         self._kv_cache = PromptKVCache()
+        self.fuse(fuse_prompts)
         self.init_frozen_backbone(freeze_backbone)
+
+    def fuse(self, enabled: bool = True) -> None:
+        """Switch between the fused and the token form of the prompts.
+
+        Both forms compute the same function with the same parameters, so
+        the switch can be made at any time, in either direction, any number
+        of times (calling it twice is the same as once).
+
+        Args:
+            enabled (bool): Fused form where exact (True) or the token form
+                everywhere (False). Defaults to True.
+        """
+        fused = self._fusable_layers() if enabled else ()
+        for i in fused:
+            check_fusable(self.layers[i])
+        self.fuse_prompts = bool(enabled)
+        self.fused_layers = fused
+        self._kv_cache.clear()
 
     def _fusable_layers(self) -> Tuple[int, ...]:
         """Layers whose prompts are replaced at the input and whose prompt
