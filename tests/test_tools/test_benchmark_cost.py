@@ -23,10 +23,11 @@ model = dict(
     log = run([
         sys.executable, 'tools/analysis_tools/benchmark_cost.py', str(cfg),
         '--num-tokens', '2', '--methods', 'full', 'deep', '--batch-size', '2',
-        '--img-size', '32',
+        '--img-size', '32', '--interleave',
         '--repeats', '1', '--out-dir', str(out)
     ])
     assert '| Full | - | - |' in log and '| VPT-Deep | 2 | fused |' in log
+    assert 'timing: interleaved in one process' in log
     rows = json.loads((out / 'cost.json').read_text())['rows']
     assert [(r['method'], r['form']) for r in rows] == [('full', '-'),
                                                         ('deep', 'token'),

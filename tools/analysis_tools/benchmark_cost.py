@@ -15,6 +15,10 @@ the token form and the fused form (vpt_mm/prompts/fused.py), it measures:
   it ("step memory"), which on CPU is otherwise dominated by the shared
   libraries and the frozen weights.
 
+With ``--interleave`` the times come instead from one process that holds
+every variant and times one step of each in turn, which keeps the ratios
+stable on a noisy machine (memory still comes from one process per variant).
+
 It prints a table and the ratios to Full (training) and to the frozen
 backbone without prompts (inference, the Linear row), all from one run, and
 writes ``cost.json`` and ``cost.png`` to ``--out-dir``. The model is the
@@ -85,8 +89,8 @@ def current_rss_mb() -> float:
     return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
-def measure(job: dict) -> dict:
-    """Run one measurement (in this process) and return its result."""
+def prepare(job: dict):
+    """Build the model of a job and return its step function."""
     from mmpretrain.structures import DataSample
     device = job['device']
     model = build_model(job['model'], job['method'], job['num_tokens'],
@@ -114,35 +118,63 @@ def measure(job: dict) -> dict:
             with torch.no_grad():
                 model(x, mode='tensor')
 
+    return step
+
+
+def timed(step, device: str) -> float:
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure(job: dict) -> dict:
+    """Time one job and its peak memory (in this process)."""
+    device = job['device']
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
+    step = prepare(job)
     base_mb = (torch.cuda.memory_allocated() / 2**20
                if device == 'cuda' else current_rss_mb())
     step()  # warm-up
-    times = []
-    for _ in range(job['repeats']):
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    ms = 1000 * sorted(times)[len(times) // 2] / batch
+    times = sorted(timed(step, device) for _ in range(job['repeats']))
+    ms = 1000 * times[len(times) // 2] / job['batch_size']
     return dict(ms_per_img=ms, peak_mb=peak_memory_mb(device),
                 base_mb=base_mb)
 
 
-def run_job(job: dict) -> dict:
-    """Measure in a fresh process (clean peak memory)."""
+def measure_interleaved(jobs: List[dict]) -> List[float]:
+    """Time several jobs in one process, one step of each in turn, so that
+    the machine's drift affects them alike; ms per image of each."""
+    steps = [prepare(job) for job in jobs]
+    for step in steps:
+        step()  # warm-up
+    device = jobs[0]['device']
+    times: List[List[float]] = [[] for _ in jobs]
+    for _ in range(jobs[0]['repeats']):
+        for i, step in enumerate(steps):
+            times[i].append(timed(step, device))
+    return [
+        1000 * sorted(t)[len(t) // 2] / job['batch_size']
+        for t, job in zip(times, jobs)
+    ]
+
+
+def run_job(job) -> dict:
+    """Measure in a fresh process (clean peak memory); ``job`` may be a
+    list of jobs to time interleaved."""
     proc = subprocess.run(
         [sys.executable, __file__, '--child', json.dumps(job)],
         capture_output=True,
         text=True)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f'Measurement {job["method"]} p={job["num_tokens"]} '
-            f'{job["mode"]} failed:\n{proc.stderr[-3000:]}')
+        what = 'interleaved timing' if isinstance(job, list) else (
+            f'{job["method"]} p={job["num_tokens"]} {job["mode"]}')
+        raise RuntimeError(f'Measurement {what} failed:\n'
+                           f'{proc.stderr[-3000:]}')
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -259,6 +291,11 @@ def parse_args() -> argparse.Namespace:
         '--modes', nargs='+', choices=['train', 'infer'],
         default=['train', 'infer'])
     parser.add_argument(
+        '--interleave', action='store_true',
+        help='time all variants of a mode in one process, one step of each '
+        'in turn (more reliable ratios on a noisy machine); memory still '
+        'comes from one process per variant')
+    parser.add_argument(
         '--rounds', type=int, default=1,
         help='measure every variant this many times, round-robin, and '
         'keep the median time (and the largest peak): on a noisy machine '
@@ -273,7 +310,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     if args.child:
-        print(json.dumps(measure(json.loads(args.child))))
+        job = json.loads(args.child)
+        result = (measure_interleaved(job)
+                  if isinstance(job, list) else measure(job))
+        print(json.dumps(result))
         return
     if args.config is None:
         raise SystemExit('a config is required')
@@ -294,13 +334,29 @@ def main() -> None:
                          num_tokens=row['num_tokens'],
                          fused=row['form'] == 'fused', mode=mode,
                          batch_size=args.batch_size, img_size=size[:2],
-                         repeats=(args.repeats if mode == 'train' else
+                         repeats=(1 if args.interleave else
+                                  args.repeats if mode == 'train' else
                                   args.infer_repeats), device=args.device))
                 results.setdefault((i, mode), []).append(result)
                 print(f'[{round_ + 1}/{args.rounds}] '
                       f'{TITLES[row["method"]]} p={row["num_tokens"]} '
                       f'{row["form"]} {mode}: '
                       f'{result["ms_per_img"]:.1f} ms/img', flush=True)
+    interleaved: Dict[tuple, float] = {}
+    if args.interleave:
+        for mode in args.modes:
+            jobs = [
+                dict(model=model_cfg, method=row['method'],
+                     num_tokens=row['num_tokens'],
+                     fused=row['form'] == 'fused', mode=mode,
+                     batch_size=args.batch_size, img_size=size[:2],
+                     repeats=(args.repeats if mode == 'train' else
+                              args.infer_repeats), device=args.device)
+                for row in rows
+            ]
+            for i, ms in enumerate(run_job(jobs)):
+                interleaved[(i, mode)] = ms
+            print(f'interleaved {mode} timing done', flush=True)
     for i, row in enumerate(rows):
         for mode in ('train', 'infer'):
             runs = results.get((i, mode))
@@ -309,13 +365,16 @@ def main() -> None:
                 continue
             times = sorted(r['ms_per_img'] for r in runs)
             row[mode] = dict(
-                ms_per_img=times[len(times) // 2],
+                ms_per_img=interleaved.get((i, mode),
+                                           times[len(times) // 2]),
                 peak_mb=max(r['peak_mb'] for r in runs),
                 base_mb=min(r['base_mb'] for r in runs))
     device = (torch.cuda.get_device_name() if args.device == 'cuda' else
               f'CPU ({os.cpu_count()} cores)')
+    timing = ('interleaved in one process' if args.interleave else
+              'one process per variant')
     print(f'\n{osp.basename(args.config)}, batch {args.batch_size}, '
-          f'{size[0]}x{size[1]}, {device}; memory: '
+          f'{size[0]}x{size[1]}, {device}; timing: {timing}; memory: '
           f'{"max_memory_allocated" if args.device == "cuda" else "peak RSS"}')
     print(report(rows))
     if args.out_dir:

@@ -164,17 +164,24 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             fused.append(i)
         return tuple(fused)
 
-    def _prompt_kv(self, i: int, batch_size: int, dtype: torch.dtype):
-        """Keys/values of layer ``i``'s prompts, cached when constant."""
+    def _prompt_kv(self, i: int, batch_size: int, x: torch.Tensor,
+                   state: list):
+        """Keys/values of layer ``i``'s prompts, cached when constant.
+
+        ``state`` is a one-element list holding the cache key of this
+        forward pass, computed at the first use.
+        """
         prompts = self.prompt.layer_prompts(i, batch_size,
                                             self._embed_pixels)
         constant = prompts.shape[0] == 1 and not torch.is_grad_enabled()
         if not constant:
-            return prompt_kv(self.layers[i], prompts.to(dtype))
-        state = self._kv_cache.state_of(list(self.parameters()), prompts)
-        kv = self._kv_cache.get(state, i)
+            return prompt_kv(self.layers[i], prompts.to(x.dtype))
+        if not state:
+            state.append(
+                self._kv_cache.state_of(list(self.parameters()), x))
+        kv = self._kv_cache.get(state[0], i)
         if kv is None:
-            kv = prompt_kv(self.layers[i], prompts.to(dtype))
+            kv = prompt_kv(self.layers[i], prompts.to(x.dtype))
             self._kv_cache.put(i, kv)
         return kv
 
@@ -205,11 +212,12 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
 
         outs = []
         n = self.num_extra_tokens
+        cache_state: list = []
         for i, layer in enumerate(self.layers):
             if i in self.fused_layers:
                 x = self.prompt.strip(x, n, patch_resolution)
-                x = fused_layer_forward(layer, x,
-                                        self._prompt_kv(i, B, x.dtype))
+                kv = self._prompt_kv(i, B, x, cache_state)
+                x = fused_layer_forward(layer, x, kv)
             else:
                 x = self.prompt.insert(
                     x, i, n, hw=patch_resolution, embed=self._embed_pixels)

@@ -61,30 +61,36 @@ def prompt_kv(layer: nn.Module, prompts: torch.Tensor) -> KV:
 
 
 def fused_layer_forward(layer: nn.Module, x: torch.Tensor,
-                        kv: KV) -> torch.Tensor:
+                        kv_prompts: KV) -> torch.Tensor:
     """Run a layer on the image tokens, attending over prompt K/V too.
 
     Args:
         layer (nn.Module): The transformer layer (see :func:`check_fusable`).
         x (torch.Tensor): (B, N, d) tokens without prompts.
-        kv (tuple): Prompt keys and values from :func:`prompt_kv`, batch 1
-            or B.
+        kv_prompts (tuple): Prompt keys and values from :func:`prompt_kv`,
+            batch 1 or B.
 
     Returns:
         torch.Tensor: (B, N, d), equal to the token form's outputs at the
         non-prompt positions.
     """
     attn = layer.attn
-    B, N, _ = x.shape
-    qkv = attn.qkv(layer.ln1(x)).reshape(B, N, 3, attn.num_heads,
-                                         attn.head_dims).permute(
-                                             2, 0, 3, 1, 4)
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    pk, pv = kv
-    pk = pk.to(k.dtype).expand(B, -1, -1, -1)
-    pv = pv.to(v.dtype).expand(B, -1, -1, -1)
-    k = torch.cat([pk, k], dim=2)
-    v = torch.cat([pv, v], dim=2)
+    B, N, C = x.shape
+    H, dh = attn.num_heads, attn.head_dims
+    h = layer.ln1(x)
+    # Queries and keys/values from two slices of the frozen qkv projection
+    # (same FLOPs as one): after the concatenation below nothing holds the
+    # token keys/values twice, so autograd keeps q and the concatenated
+    # K/V only, as in the token form.
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    q = F.linear(h, weight[:C], None if bias is None else bias[:C])
+    kv = F.linear(h, weight[C:], None if bias is None else bias[C:])
+    q = q.reshape(B, N, H, dh).transpose(1, 2)
+    kv = kv.reshape(B, N, 2, H, dh).permute(2, 0, 3, 1, 4)
+    pk, pv = kv_prompts
+    k = torch.cat([pk.to(kv.dtype).expand(B, -1, -1, -1), kv[0]], dim=2)
+    v = torch.cat([pv.to(kv.dtype).expand(B, -1, -1, -1), kv[1]], dim=2)
+    del kv
     drop = attn.attn_drop if attn.training else 0.0
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
     out = out.transpose(1, 2).reshape(B, N, attn.embed_dims)
