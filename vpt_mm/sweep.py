@@ -150,6 +150,8 @@ class Sweep:
         work_dir (str): Root folder of the sweep.
         tasks (Sequence[str]): Tasks to run; they must belong to the
             config's benchmark.
+        benchmark (str): The config's benchmark, ``'vtab1k'`` or
+            ``'fgvc'``.
         seeds (int): Number of final runs per task. Defaults to 3.
         method (str): Row label in the results table.
         backbone (str): Row label in the results table.

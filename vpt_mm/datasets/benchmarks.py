@@ -7,6 +7,7 @@ selection in configs (:func:`apply_task`), the sweep and the results tables.
 """
 from __future__ import annotations
 
+import os.path as osp
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -212,7 +213,6 @@ class BenchmarkDataset(BaseDataset):
 
     def load_data_list(self) -> List[dict]:
         """Read, check and subsample the split."""
-        import os.path as osp
         samples = self.read_split()
         num_classes = self.task.num_classes
         missing = []

@@ -117,8 +117,9 @@ class PromptKVCache:
     @staticmethod
     def state_of(params: List[torch.Tensor], x: torch.Tensor) -> Hashable:
         """The state key of ``params`` for input ``x``."""
-        autocast = torch.is_autocast_enabled(x.device.type)
-        dtype = torch.get_autocast_dtype(x.device.type) if autocast else None
+        device = x.device.type
+        autocast = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else None
         return (x.device, x.dtype, autocast, dtype,
                 tuple((p.data_ptr(), p._version) for p in params))
 
