@@ -64,3 +64,28 @@ def test_checkpoint_with_message_hub_loads_weights_only(tmp_path):
     buf = loaded['message_hub']['log_scalars']['train/loss']
     assert buf.current() == 1.5 and buf.statistics('mean') == 1.5
     assert compat.patch_checkpoint_safe_globals() is False  # already done
+
+
+def test_package_lookups_without_pkg_resources():
+    import os.path as osp
+
+    import mmseg
+    assert compat._is_installed('mmseg')
+    assert compat._is_installed('mmsegmentation')
+    assert not compat._is_installed('no_such_package_vpt_mm')
+    expected = osp.dirname(mmseg.__file__)
+    assert compat._get_installed_path('mmseg') == expected
+    assert compat._get_installed_path('mmsegmentation') == expected
+    with pytest.raises(Exception, match='no_such_package_vpt_mm'):
+        compat._get_installed_path('no_such_package_vpt_mm')
+
+
+def test_configs_inherit_from_mmseg_package(tmp_path):
+    from mmengine.config import Config
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text(
+        "_base_ = ['mmseg::setr/setr_vit-l_pup_8xb2-160k_ade20k-512x512.py']"
+        '\n')
+    cfg = Config.fromfile(str(cfg_file))
+    assert cfg.model.decode_head.type == 'SETRUPHead'
+    assert tuple(cfg.model.backbone.out_indices) == (9, 14, 19, 23)

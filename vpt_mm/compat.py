@@ -29,6 +29,14 @@
    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` only if you trust their source.
    Any checkpoint still goes through the ``weights_only`` unpickler, which
    only admits the allow-listed classes.
+4. **setuptools >= 81 has no ``pkg_resources``**, which mmengine's
+   ``is_installed`` / ``get_installed_path`` import, so configs inheriting
+   ``mmseg::...`` or ``mmpretrain::...`` base files fail to load. When
+   ``pkg_resources`` cannot be imported, both functions are replaced (in
+   ``mmengine.utils`` and where ``mmengine.config`` imported them) by
+   equivalents on ``importlib.metadata`` / ``importlib.util``. This takes
+   effect once vpt_mm is imported, as vpt_mm's tools do before they parse a
+   config; for other launchers install ``setuptools<81``.
 """
 from __future__ import annotations
 
@@ -43,7 +51,7 @@ import torch
 
 __all__ = [
     'apply_all', 'patch_torchvision_ops', 'patch_mmcv_ext',
-    'patch_checkpoint_safe_globals'
+    'patch_checkpoint_safe_globals', 'patch_mmengine_package_utils'
 ]
 
 # Keeps the torch.library handle alive; dropping it would undefine the ops.
@@ -179,9 +187,60 @@ def patch_checkpoint_safe_globals() -> bool:
     return bool(missing)
 
 
+def _is_installed(package: str) -> bool:
+    """``mmengine.utils.is_installed`` without ``pkg_resources``."""
+    import importlib.metadata
+    try:
+        importlib.metadata.distribution(package)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        spec = importlib.util.find_spec(package)
+        return spec is not None and spec.origin is not None
+
+
+def _get_installed_path(package: str) -> str:
+    """``mmengine.utils.get_installed_path`` without ``pkg_resources``:
+    the folder of the importable module named ``package`` (or, for a
+    distribution name such as ``mmsegmentation``, of its top-level
+    module)."""
+    import importlib.metadata
+    names = [package]
+    try:
+        dist = importlib.metadata.distribution(package)
+        top = dist.read_text('top_level.txt') or ''
+        names += [n.strip() for n in top.split() if n.strip()]
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    for name in names:
+        spec = importlib.util.find_spec(name.replace('-', '_'))
+        if spec is not None and spec.origin is not None:
+            return os.path.dirname(spec.origin)
+    raise importlib.metadata.PackageNotFoundError(package)
+
+
+def patch_mmengine_package_utils() -> bool:
+    """Replace mmengine's ``pkg_resources``-based package lookups when
+    ``pkg_resources`` is missing (fix 4); return whether it patched."""
+    try:
+        import pkg_resources  # noqa: F401
+        return False
+    except ImportError:
+        pass
+    import mmengine.config.config as config_module
+    import mmengine.utils as utils
+    import mmengine.utils.package_utils as package_utils
+    for module in (package_utils, utils, config_module):
+        if hasattr(module, 'is_installed'):
+            module.is_installed = _is_installed
+        if hasattr(module, 'get_installed_path'):
+            module.get_installed_path = _get_installed_path
+    return True
+
+
 def apply_all() -> dict:
     """Apply every fix; return which ones changed the environment."""
     return dict(
         torchvision_ops=patch_torchvision_ops(),
         mmcv_ext=patch_mmcv_ext(),
-        checkpoint_safe_globals=patch_checkpoint_safe_globals())
+        checkpoint_safe_globals=patch_checkpoint_safe_globals(),
+        mmengine_package_utils=patch_mmengine_package_utils())
