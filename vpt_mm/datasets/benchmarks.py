@@ -8,6 +8,7 @@ selection in configs (:func:`apply_task`), the sweep and the results tables.
 from __future__ import annotations
 
 import os.path as osp
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -138,7 +139,7 @@ def stratified_subset(labels: Sequence[int], fraction: float,
     return sorted(keep)
 
 
-class BenchmarkDataset(BaseDataset):
+class BenchmarkDataset(BaseDataset, metaclass=ABCMeta):
     """Shared part of the VTAB-1k and FGVC datasets.
 
     A subclass names its benchmark and splits and implements
@@ -207,9 +208,9 @@ class BenchmarkDataset(BaseDataset):
     def _join_prefix(self) -> None:
         """Paths are built by :meth:`read_split`."""
 
+    @abstractmethod
     def read_split(self) -> List[Tuple[str, int, str]]:
         """Read this split: ``(image path, label, where)`` per sample."""
-        raise NotImplementedError
 
     def load_data_list(self) -> List[dict]:
         """Read, check and subsample the split."""
