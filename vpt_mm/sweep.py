@@ -213,15 +213,15 @@ class Sweep:
     def check_spec(self) -> None:
         """Record the spec, or check it equals the recorded one."""
         path = osp.join(self.work_dir, 'sweep.json')
-        spec = asdict(self.spec)
+        # As it reads back from json (tuples become lists).
+        spec = json.loads(json.dumps(asdict(self.spec)))
         if osp.isfile(path):
             with open(path) as f:
                 recorded = json.load(f)
-            if recorded != json.loads(json.dumps(spec)):
+            if recorded != spec:
                 diff = {
                     k: (recorded.get(k), v)
-                    for k, v in json.loads(json.dumps(spec)).items()
-                    if recorded.get(k) != v
+                    for k, v in spec.items() if recorded.get(k) != v
                 }
                 raise ValueError(
                     f'{path} records a different sweep ({{key: (recorded, '

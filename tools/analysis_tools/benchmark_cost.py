@@ -41,6 +41,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+import vpt_mm  # noqa: F401  (compatibility fixes first, registration)
+
 METHODS = ('full', 'linear', 'shallow', 'deep')
 TITLES = dict(full='Full', linear='Linear', shallow='VPT-Shallow',
               deep='VPT-Deep')
@@ -49,8 +51,6 @@ TITLES = dict(full='Full', linear='Linear', shallow='VPT-Shallow',
 def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool):
     """The classifier of one protocol, without pretrained weights."""
     from mmpretrain.registry import MODELS
-
-    import vpt_mm  # noqa: F401  (compatibility fixes, registration)
     cfg = copy.deepcopy(model_cfg)
     backbone = cfg['backbone']
     backbone.pop('init_cfg', None)
@@ -325,18 +325,22 @@ def main() -> None:
         dict(var) for var in variants(args.methods, args.num_tokens,
                                       args.forms)
     ]
+
+    def job(row: dict, mode: str, repeats: int) -> dict:
+        return dict(model=model_cfg, method=row['method'],
+                    num_tokens=row['num_tokens'],
+                    fused=row['form'] == 'fused', mode=mode,
+                    batch_size=args.batch_size, img_size=size[:2],
+                    repeats=repeats, device=args.device)
+
+    repeats = dict(train=args.repeats, infer=args.infer_repeats)
     results: Dict[tuple, List[dict]] = {}
     for round_ in range(args.rounds):
         for i, row in enumerate(rows):
             for mode in args.modes:
+                # With --interleave these runs only measure memory.
                 result = run_job(
-                    dict(model=model_cfg, method=row['method'],
-                         num_tokens=row['num_tokens'],
-                         fused=row['form'] == 'fused', mode=mode,
-                         batch_size=args.batch_size, img_size=size[:2],
-                         repeats=(1 if args.interleave else
-                                  args.repeats if mode == 'train' else
-                                  args.infer_repeats), device=args.device))
+                    job(row, mode, 1 if args.interleave else repeats[mode]))
                 results.setdefault((i, mode), []).append(result)
                 print(f'[{round_ + 1}/{args.rounds}] '
                       f'{TITLES[row["method"]]} p={row["num_tokens"]} '
@@ -345,15 +349,7 @@ def main() -> None:
     interleaved: Dict[tuple, float] = {}
     if args.interleave:
         for mode in args.modes:
-            jobs = [
-                dict(model=model_cfg, method=row['method'],
-                     num_tokens=row['num_tokens'],
-                     fused=row['form'] == 'fused', mode=mode,
-                     batch_size=args.batch_size, img_size=size[:2],
-                     repeats=(args.repeats if mode == 'train' else
-                              args.infer_repeats), device=args.device)
-                for row in rows
-            ]
+            jobs = [job(row, mode, repeats[mode]) for row in rows]
             for i, ms in enumerate(run_job(jobs)):
                 interleaved[(i, mode)] = ms
             print(f'interleaved {mode} timing done', flush=True)
