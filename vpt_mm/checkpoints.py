@@ -13,7 +13,7 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from .prompts import VisualPrompt, prompt_parameter_names
+from .prompts import PromptModule, prompt_parameter_names
 
 TUNED_FORMAT = 'vpt_mm.tuned.v1'
 
@@ -86,7 +86,12 @@ def load_pretrained_backbone(backbone: nn.Module,
         raise ValueError(f'Checkpoint {filename} does not fit '
                          f'{type(backbone).__name__}: {err}') from err
     prompt_keys = prompt_parameter_names(backbone)
-    missing = [k for k in missing if k not in prompt_keys]
+    # Relative-position indices (Swin) are rebuilt by the model itself and
+    # dropped by its pre-hook when a bias table is resized.
+    missing = [
+        k for k in missing if k not in prompt_keys
+        and not k.endswith('relative_position_index')
+    ]
     if missing or unexpected:
         first = (missing or unexpected)[0]
         kind = 'missing from' if missing else 'unexpected in'
@@ -129,7 +134,7 @@ def tuned_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
 def _prompt_meta(model: nn.Module) -> Dict[str, str]:
     meta = {}
     for name, module in model.named_modules():
-        if isinstance(module, VisualPrompt):
+        if isinstance(module, PromptModule):
             meta[f'{name}.num_tokens'] = str(module.num_tokens)
             meta[f'{name}.embed_dims'] = str(module.embed_dims)
             meta[f'{name}.location'] = module.location

@@ -84,8 +84,8 @@ def test_converted_checkpoint_resizes_pos_embed(tmp_path):
 
 def test_unknown_key_is_named():
     state = make_timm(global_pool='avg', fc_norm=True).state_dict()
-    with pytest.raises(ValueError, match="key 'fc_norm.weight' has no "
-                       'mmpretrain VisionTransformer equivalent'):
+    with pytest.raises(ValueError, match="timm ViT key 'fc_norm.weight' has "
+                       'no known equivalent'):
         convert_timm_vit(state)
 
 

@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 from ..checkpoints import load_pretrained_backbone
-from ..prompts import VisualPrompt, prompt_parameter_names
+from ..prompts import PromptModule, prompt_parameter_names
 
 
 class FrozenBackboneMixin:
     """Freeze everything but the prompts, and keep it in eval mode.
 
     Mixed into a prompted subclass of an mmpretrain backbone, in front of it.
-    Prompts are recognised as :class:`~vpt_mm.prompts.VisualPrompt` modules.
+    Prompts are recognised as :class:`~vpt_mm.prompts.PromptModule` modules,
+    wherever they sit (e.g. one per stage in a ``ModuleDict``).
 
     - :meth:`init_frozen_backbone` sets ``requires_grad=False`` on every
       parameter outside the prompt modules (once; protocols that train
       more, e.g. VPT + Bias, may switch parameters back on afterwards).
-    - :meth:`train` puts every child but the prompt module back in eval mode,
+    - :meth:`train` puts every module but the prompts back in eval mode,
       so ``model.train()`` never re-enables the backbone's dropout,
       drop-path or normalisation statistics.
     - :meth:`init_weights` loads ``init_cfg=dict(type='Pretrained', ...)``
@@ -37,9 +38,12 @@ class FrozenBackboneMixin:
         """Set train mode on the prompts only when the backbone is frozen."""
         super().train(mode)
         if self.freeze_backbone:
-            for child in self.children():
-                if not isinstance(child, VisualPrompt):
-                    child.eval()
+            for module in self.modules():
+                if module is not self:
+                    module.training = False
+            for module in self.modules():
+                if isinstance(module, PromptModule):
+                    module.train(mode)
         return self
 
     def init_weights(self) -> None:

@@ -2,9 +2,19 @@
 
 The command-line wrappers live in ``tools/model_converters/``.
 """
-from .common import load_source_checkpoint, save_backbone_checkpoint
+from .common import (
+    convert_file,
+    load_source_checkpoint,
+    rename_keys,
+    save_backbone_checkpoint,
+)
+from .convnext import convert_convnext
+from .resnet import convert_torchvision_resnet
+from .swin import convert_swin
 from .timm_vit import convert_timm_vit
 
 __all__ = [
-    'convert_timm_vit', 'load_source_checkpoint', 'save_backbone_checkpoint'
+    'convert_convnext', 'convert_file', 'convert_swin', 'convert_timm_vit',
+    'convert_torchvision_resnet', 'load_source_checkpoint', 'rename_keys',
+    'save_backbone_checkpoint'
 ]

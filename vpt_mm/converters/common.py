@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import Dict
+import re
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -34,3 +35,65 @@ def save_backbone_checkpoint(state: Dict[str, torch.Tensor], path: str,
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     torch.save(
         dict(state_dict=state, meta=dict(converted_from=source)), path)
+
+
+def rename_keys(state: Dict[str, torch.Tensor],
+                rules: Sequence[Tuple[str, str]],
+                dropped: Sequence[str],
+                source: str,
+                hint: str = '') -> Dict[str, torch.Tensor]:
+    """Rename the keys of a state dict by regular-expression rules.
+
+    Args:
+        state (dict): The original state dict.
+        rules (Sequence[tuple[str, str]]): ``(pattern, replacement)`` pairs
+            for :func:`re.sub`; the first pattern that matches a key wins.
+        dropped (Sequence[str]): Patterns of keys to leave out (e.g. the
+            classifier head, buffers the model rebuilds).
+        source (str): The source layout's name, for the error message.
+        hint (str): What the converter supports, appended to the error.
+
+    Returns:
+        dict: The renamed state dict.
+
+    Raises:
+        ValueError: On a key no rule or drop pattern matches, naming it.
+    """
+    out = {}
+    for key, value in state.items():
+        if any(re.match(p, key) for p in dropped):
+            continue
+        for pattern, repl in rules:
+            if re.match(pattern, key):
+                out[re.sub(pattern, repl, key)] = value
+                break
+        else:
+            raise ValueError(f'{source} key {key!r} has no known equivalent'
+                             + (f'; {hint}' if hint else ''))
+    return out
+
+
+def convert_file(convert: Callable[[Dict[str, torch.Tensor]],
+                                   Dict[str, torch.Tensor]],
+                 description: str,
+                 argv: Optional[Sequence[str]] = None) -> None:
+    """The command line of every ``tools/model_converters/`` script.
+
+    Reads ``src``, converts it with ``convert`` and writes ``dst`` as an
+    mmengine-style backbone checkpoint.
+
+    Args:
+        convert (Callable): State dict -> backbone state dict.
+        description (str): The script's one-line description.
+        argv (Sequence[str], optional): Arguments; defaults to
+            ``sys.argv[1:]``.
+    """
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('src', help='original checkpoint (.pth, .bin, '
+                        '.safetensors, .npz)')
+    parser.add_argument('dst', help='output mmpretrain-format checkpoint')
+    args = parser.parse_args(argv)
+    state = convert(load_source_checkpoint(args.src))
+    save_backbone_checkpoint(state, args.dst, source=args.src)
+    print(f'Saved {len(state)} tensors to {args.dst}')

@@ -1,10 +1,11 @@
 """timm ``VisionTransformer`` state dict -> mmpretrain ViT backbone keys."""
 from __future__ import annotations
 
-import re
 from typing import Dict
 
 import torch
+
+from .common import rename_keys
 
 # (timm pattern, mmpretrain replacement); the first match wins.
 _RULES = (
@@ -41,19 +42,10 @@ def convert_timm_vit(state: Dict[str, torch.Tensor]) -> \
         ValueError: On a key this converter does not know (e.g. timm's
             ``fc_norm`` of global-pool models, or register tokens), naming it.
     """
-    out = {}
-    for key, value in state.items():
-        if any(re.match(p, key) for p in _DROPPED):
-            continue
-        for pattern, repl in _RULES:
-            if re.match(pattern, key):
-                out[re.sub(pattern, repl, key)] = value
-                break
-        else:
-            raise ValueError(
-                f'timm ViT key {key!r} has no mmpretrain VisionTransformer '
-                'equivalent; this converter supports class-token ViTs with '
-                "a final 'norm' (no fc_norm, register tokens or qk-norm)")
+    out = rename_keys(
+        state, _RULES, _DROPPED, 'timm ViT',
+        hint='this converter supports class-token ViTs with a final '
+        "'norm' (no fc_norm, register tokens or qk-norm)")
     if 'pos_embed' not in out:
         raise ValueError('Not a timm ViT state dict: no pos_embed')
     return out

@@ -1,4 +1,5 @@
 """Prompt components shared by every prompted backbone (plain torch)."""
+from .base import PromptModule, prompt_parameter_names
 from .config import (
     DEFAULT_DROPOUT,
     INITS,
@@ -8,16 +9,13 @@ from .config import (
     PromptConfig,
     load_cls_init,
 )
-from .prompt import (
-    VisualPrompt,
-    prompt_parameter_names,
-    resize_grid,
-)
+from .padding import PaddingPrompt
+from .prompt import VisualPrompt, resize_grid
 from .prototypes import class_prototypes, collect_features
 
 __all__ = [
     'DEFAULT_DROPOUT', 'INITS', 'LOCATIONS', 'PIXEL_LOCATIONS', 'SHARES',
-    'PromptConfig', 'VisualPrompt', 'class_prototypes',
-    'collect_features', 'load_cls_init', 'prompt_parameter_names',
-    'resize_grid'
+    'PaddingPrompt', 'PromptConfig', 'PromptModule', 'VisualPrompt',
+    'class_prototypes', 'collect_features', 'load_cls_init',
+    'prompt_parameter_names', 'resize_grid'
 ]

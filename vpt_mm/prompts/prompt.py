@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .base import PromptModule
 from .config import PromptConfig, load_cls_init
 
 
@@ -26,16 +27,6 @@ def _pair(value: Union[int, Sequence[int]]) -> Tuple[int, int]:
     if isinstance(value, int):
         return value, value
     return int(value[0]), int(value[1])
-
-
-def prompt_parameter_names(model: nn.Module) -> set:
-    """Names of every parameter that belongs to a :class:`VisualPrompt`."""
-    names = set()
-    for mod_name, module in model.named_modules():
-        if isinstance(module, VisualPrompt):
-            prefix = f'{mod_name}.' if mod_name else ''
-            names.update(prefix + n for n, _ in module.named_parameters())
-    return names
 
 
 def resize_grid(grid: torch.Tensor, src: Tuple[int, int],
@@ -49,7 +40,7 @@ def resize_grid(grid: torch.Tensor, src: Tuple[int, int],
     return grid.flatten(2).transpose(1, 2)
 
 
-class VisualPrompt(nn.Module):
+class VisualPrompt(PromptModule):
     """Learnable visual prompts for a layered token backbone.
 
     The prompts enter the sequence at the input of the first layer of the

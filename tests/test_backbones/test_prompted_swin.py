@@ -1,0 +1,178 @@
+import pytest
+import torch
+from mmpretrain.models.backbones import SwinTransformer
+
+from vpt_mm.backbones import PromptedSwin
+from vpt_mm.backbones.swin import prompted_swin_block
+from vpt_mm.prompts import prompt_parameter_names
+
+# Two stages, window 4: at 32x32 stage 1 is 8x8 (4 windows, shifted blocks),
+# stage 2 is 4x4 (one window).
+ARCH = dict(embed_dims=16, depths=[2, 2], num_heads=[2, 4])
+
+
+def tiny_swin(prompt_cfg=None, **kwargs):
+    kwargs.setdefault('img_size', 32)
+    kwargs.setdefault('window_size', 4)
+    kwargs.setdefault('out_indices', (0, 1))
+    kwargs.setdefault('drop_path_rate', 0.0)
+    return PromptedSwin(arch=ARCH, prompt_cfg=prompt_cfg, **kwargs)
+
+
+def parent_of(model, **kwargs):
+    kwargs.setdefault('img_size', 32)
+    kwargs.setdefault('window_size', 4)
+    kwargs.setdefault('out_indices', (0, 1))
+    kwargs.setdefault('drop_path_rate', 0.0)
+    parent = SwinTransformer(arch=ARCH, **kwargs)
+    state = {
+        k: v
+        for k, v in model.state_dict().items()
+        if k not in prompt_parameter_names(model)
+    }
+    parent.load_state_dict(state)
+    parent.eval()  # mmpretrain's train() returns None
+    return parent
+
+
+@pytest.mark.parametrize('shift', [0, 1])
+@pytest.mark.parametrize('hw', [(8, 8), (6, 10)])
+def test_block_without_prompts_equals_parent_block(shift, hw):
+    model = tiny_swin().eval()
+    block = model.stages[0].blocks[shift]
+    x = torch.randn(2, hw[0] * hw[1], 16)
+    expected = block(x, hw)
+    out, prompts = prompted_swin_block(block, x, hw, x.new_zeros(2, 0, 16))
+    assert prompts.shape == (2, 0, 16)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('size', [32, 48])
+def test_prompt_free_stages_equal_parent(size):
+    # Prompts only in the last stage (blocks 3..4): stage 1 is untouched.
+    model = tiny_swin(dict(num_tokens=3, layers=(3, 4))).eval()
+    parent = parent_of(model)
+    x = torch.randn(2, 3, size, size)
+    out, ref = model(x), parent(x)
+    torch.testing.assert_close(out[0], ref[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out[1], ref[1], atol=1e-4)
+
+
+@pytest.mark.parametrize('size,grids', [(32, [(8, 8), (4, 4)]),
+                                        (64, [(16, 16), (8, 8)])])
+@pytest.mark.parametrize('deep', [False, True])
+def test_featmap_shapes(size, grids, deep):
+    model = tiny_swin(dict(num_tokens=5, deep=deep))
+    outs = model(torch.randn(2, 3, size, size))
+    assert [tuple(o.shape) for o in outs] == [(2, 16, *grids[0]),
+                                              (2, 32, *grids[1])]
+
+
+@pytest.mark.parametrize('size', [224, 256])
+def test_swin_tiny_shapes_at_224_and_another_size(size):
+    model = PromptedSwin(arch='tiny', img_size=224, out_indices=(0, 1, 2, 3),
+                         prompt_cfg=dict(num_tokens=10, deep=True))
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, size, size))
+    sides = [size // s for s in (4, 8, 16, 32)]
+    assert [tuple(o.shape[1:]) for o in outs] == [
+        (c, s, s) for c, s in zip((96, 192, 384, 768), sides)]
+    assert len(model.prompt) == 4
+
+
+def test_prompt_modules_per_stage():
+    deep = tiny_swin(dict(num_tokens=5, deep=True))
+    assert sorted(deep.prompt.keys()) == ['0', '1']
+    assert deep.prompt['0'].embeddings.shape == (2, 5, 16)
+    assert deep.prompt['1'].embeddings.shape == (2, 5, 32)
+    shallow = tiny_swin(dict(num_tokens=5))
+    assert list(shallow.prompt.keys()) == ['0']
+    assert shallow.prompt['0'].layer_ids == [0]
+    middle = tiny_swin(dict(num_tokens=2, layers=(2, 3)))
+    assert middle.prompt['0'].layer_ids == [1]
+    assert middle.prompt['1'].layer_ids == [0]
+    with pytest.raises(ValueError, match='outside the model'):
+        tiny_swin(dict(num_tokens=2, layers=(1, 5)))
+
+
+@pytest.mark.parametrize('deep', [False, True])
+def test_per_sample_independence(deep):
+    """A sample's output does not depend on the rest of the batch."""
+    model = tiny_swin(dict(num_tokens=3, deep=deep))
+    with torch.no_grad():
+        for prompt in model.prompt.values():
+            prompt.embeddings.normal_()
+    model.eval()
+    x = torch.randn(4, 3, 32, 32)
+    batch = model(x)
+    for i in range(4):
+        alone = model(x[i:i + 1])
+        for b, a in zip(batch, alone):
+            torch.testing.assert_close(b[i:i + 1], a, atol=1e-5, rtol=1e-5)
+    # And with another batch around it.
+    other = torch.cat([x[:1], torch.randn(3, 3, 32, 32)])
+    torch.testing.assert_close(model(other)[1][:1], batch[1][:1],
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_prompts_are_averaged_over_windows():
+    """Shallow prompts flow on from block 1 to block 2 as the mean of their
+    per-window attention outputs: equal windows give equal outputs."""
+    model = tiny_swin(dict(num_tokens=2, dropout=0.0)).eval()
+    block = model.stages[0].blocks[0]
+    # Four identical 4x4 windows (an 8x8 map tiled from one window).
+    window = torch.randn(1, 4, 4, 16)
+    x = window.repeat(1, 2, 2, 1).reshape(1, 64, 16)
+    prompts = torch.randn(1, 2, 16)
+    _, p_out = prompted_swin_block(block, x, (8, 8), prompts)
+    # The same as one window alone.
+    _, p_one = prompted_swin_block(block, window.reshape(1, 16, 16), (4, 4),
+                                   prompts)
+    torch.testing.assert_close(p_out, p_one, atol=1e-5, rtol=1e-5)
+
+
+def test_frozen_backbone_contract():
+    model = tiny_swin(dict(num_tokens=3, deep=True))
+    model.train()
+    modes = {n: m.training for n, m in model.named_modules()}
+    assert all(mode == n.startswith('prompt.') for n, mode in modes.items()
+               if n not in ('', 'prompt'))
+    assert modes['prompt.0'] and modes['prompt.0.dropout']
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {'prompt.0.embeddings', 'prompt.1.embeddings'}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                          lr=1.0)
+    loss = sum(o.sum() for o in model(torch.randn(2, 3, 32, 32)))
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    for key, value in before.items():
+        if key.startswith('prompt.'):
+            assert not torch.equal(value, after[key]), key
+        else:
+            assert torch.equal(value, after[key]), key
+
+
+def test_full_finetuning_switch():
+    model = tiny_swin(dict(num_tokens=3), freeze_backbone=False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize('cfg,match', [
+    (dict(location='add'), "location='prepend'"),
+    (dict(num_tokens=0), 'num_tokens'),
+    (dict(bogus=1), 'Unknown prompt_cfg'),
+])
+def test_bad_prompt_cfg(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_swin(cfg)
+
+
+def test_registered_in_both_codebases():
+    from mmpretrain.registry import MODELS as PRETRAIN
+    from mmseg.registry import MODELS as SEG
+    cfg = dict(type='PromptedSwin', arch=ARCH, img_size=32, window_size=4,
+               out_indices=(1, ))
+    assert isinstance(PRETRAIN.build(cfg), PromptedSwin)
+    assert isinstance(SEG.build(cfg), PromptedSwin)

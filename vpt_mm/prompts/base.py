@@ -1,0 +1,31 @@
+"""The common base of every prompt module."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+
+class PromptModule(nn.Module):
+    """Base class of the learnable prompts of a prompted backbone.
+
+    Everything in the package that needs to tell prompts from the frozen
+    backbone (freezing, train/eval modes, strict pretrained loading, the
+    prompt-only checkpoints) recognises prompts as instances of this class,
+    wherever they sit in the module tree.
+
+    Subclasses set :attr:`num_tokens` (the prompt length p), :attr:`location`
+    and :attr:`embed_dims` (the width the prompts live in).
+    """
+
+    num_tokens: int
+    location: str
+    embed_dims: int
+
+
+def prompt_parameter_names(model: nn.Module) -> set:
+    """Names of every parameter that belongs to a :class:`PromptModule`."""
+    names = set()
+    for mod_name, module in model.named_modules():
+        if isinstance(module, PromptModule):
+            prefix = f'{mod_name}.' if mod_name else ''
+            names.update(prefix + n for n, _ in module.named_parameters())
+    return names
