@@ -8,7 +8,7 @@ the others. See vpt_mm/sweep.py for the layout of the work dir.
 Examples:
     python tools/sweep.py configs/vtab/vpt_deep_vit-b.py --tasks dmlab
     python tools/sweep.py configs/fgvc/vpt_shallow_vit-b.py --gpus 8 \
-        --num-tokens 1 5 10 50 100 200
+        --num-tokens 1 5 10
     python tools/sweep.py configs/fgvc/vpt_deep_vit-b.py \
         --train-fraction 0.1 --work-dir work_dirs/sweep/fgvc-10pct
 """
@@ -30,8 +30,8 @@ def backbone_label(backbone: dict) -> str:
         return ''
     name = str(backbone.get('type', '')).split('.')[-1]
     name = name[len('Prompted'):] if name.startswith('Prompted') else name
-    arch = backbone.get('arch', None)
-    return f'{name}-{arch}' if isinstance(arch, str) else name
+    arch = backbone.get('arch', backbone.get('depth', None))
+    return f'{name}-{arch}' if isinstance(arch, (str, int)) else name
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,7 +53,8 @@ def parse_args() -> argparse.Namespace:
         help='weight decay grid (default: 0.01 0.001 0.0001 0)')
     parser.add_argument(
         '--num-tokens', nargs='+', type=int, default=[],
-        help='prompt lengths to search (default: the config\'s)')
+        help='prompt lengths to search (default: the config\'s '
+        'prompt_lengths list; with none, its prompt_cfg.num_tokens alone)')
     parser.add_argument(
         '--seeds', type=int, default=3, help='final runs per task '
         '(default: 3)')
@@ -99,7 +100,7 @@ def main() -> None:
         config=osp.abspath(args.config),
         lrs=args.lrs,
         weight_decays=args.wds,
-        num_tokens=args.num_tokens,
+        num_tokens=args.num_tokens or list(cfg.get('prompt_lengths') or []),
         train_fraction=args.train_fraction,
         fraction_seed=args.fraction_seed,
         cfg_options=args.cfg_options)

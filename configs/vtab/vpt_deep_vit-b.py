@@ -15,6 +15,9 @@ model = dict(
     backbone=dict(prompt_cfg=dict(num_tokens=50, deep=True, dropout=0.1)),
     head=dict(num_classes=100))
 
+# Prompt lengths tools/sweep.py searches by default (paper Sec. 4.1).
+prompt_lengths = [1, 5, 10, 50, 100, 200]
+
 optim_wrapper = dict(optimizer=dict(lr=2.5, weight_decay=1e-4))
 # Evaluate the test split once, after the last epoch.
 train_cfg = dict(val_interval=100)

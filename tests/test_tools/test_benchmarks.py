@@ -40,6 +40,7 @@ model = dict(
                   prompt_cfg=dict(num_tokens=4),
                   init_cfg=dict(checkpoint={str(root / 'vit.pth')!r})),
     head=dict(in_channels=32))
+prompt_lengths = []  # keep num_tokens=4 in the sweep
 data_root = {str(root / bench_name)!r}
 loader = dict(num_workers=0, persistent_workers=False, pin_memory=False,
               dataset=dict(data_root=data_root))

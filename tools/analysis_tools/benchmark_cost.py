@@ -67,12 +67,20 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool):
         prompt_cfg = dict(backbone.get('prompt_cfg') or {})
         prompt_cfg.update(num_tokens=num_tokens, deep=method == 'deep')
         prompt_cfg.pop('layers', None)
-        backbone.update(prompt_cfg=prompt_cfg, fuse_prompts=fused)
+        backbone.update(prompt_cfg=prompt_cfg)
+        if fused or has_fused_form(backbone['type']):
+            backbone.update(fuse_prompts=fused)
     model = MODELS.build(cfg)
     if method == 'linear':
         for p in model.backbone.parameters():
             p.requires_grad = False
     return model
+
+
+def has_fused_form(backbone_type: str) -> bool:
+    """Whether a prompted backbone has the fused form (PromptedViT)."""
+    from mmpretrain.registry import MODELS
+    return hasattr(MODELS.get(backbone_type), 'fuse')
 
 
 def peak_memory_mb(device: str) -> float:
@@ -321,9 +329,11 @@ def main() -> None:
     cfg = config_from_file(args.config)
     model_cfg = cfg.model.to_dict()
     size = args.img_size * 2 if len(args.img_size) == 1 else args.img_size
+    forms = args.forms
+    if not has_fused_form(model_cfg['backbone']['type']):
+        forms = ['token']  # only PromptedViT has a fused form
     rows: List[Dict] = [
-        dict(var) for var in variants(args.methods, args.num_tokens,
-                                      args.forms)
+        dict(var) for var in variants(args.methods, args.num_tokens, forms)
     ]
 
     def job(row: dict, mode: str, repeats: int) -> dict:

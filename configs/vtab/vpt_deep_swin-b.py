@@ -1,0 +1,25 @@
+# VPT-Deep on an VTAB-1k task, Swin-B (window 7, 224) pre-trained on
+# ImageNet-21k: prompts in every window of every block, each stage's at its
+# own width, dropped before patch merging (vpt_mm/backbones/swin.py).
+#   python tools/train.py configs/vtab/vpt_deep_swin-b.py --task dmlab
+# Default task: cifar100. Paper protocol (Table 6): batch 128, SGD with
+# lr = base_lr * total_batch / 256, 10 warm-up epochs + cosine, 100 epochs.
+# base_lr, weight decay and the prompt length (prompt_lengths) are chosen per
+# task on val200 by tools/sweep.py; the values here are only a starting point.
+_base_ = [
+    '../_base_/models/vpt_swin-b.py',
+    '../_base_/datasets/vtab1k.py',
+    '../_base_/schedules/vpt_sgd_100e.py',
+    '../_base_/default_runtime.py',
+]
+
+model = dict(
+    backbone=dict(prompt_cfg=dict(num_tokens=10, deep=True, dropout=0.1)),
+    head=dict(num_classes=100))
+
+# Prompt lengths tools/sweep.py searches by default (paper Sec. 4.4, Swin).
+prompt_lengths = [1, 5, 10, 50]
+
+optim_wrapper = dict(optimizer=dict(lr=2.5, weight_decay=1e-4))
+# Evaluate the test split once, after the last epoch.
+train_cfg = dict(val_interval=100)
