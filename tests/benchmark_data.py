@@ -180,3 +180,36 @@ FGVC_MAKERS = {
     'stanford_dogs': make_dogs_layout,
     'stanford_cars': make_cars_layout,
 }
+
+
+def make_ade20k_layout(root: str,
+                       train: int = 4,
+                       val: int = 2,
+                       size: Tuple[int, int] = (48, 80),
+                       seed: int = 0) -> str:
+    """ADEChallengeData2016 in miniature: ``images/{training,validation}``
+    JPEGs and ``annotations/{training,validation}`` label PNGs with 0 =
+    ignore ("other") and classes 1..150, as ADE20K stores them (mmseg's
+    ``reduce_zero_label`` maps them to 255 and 0..149). Each image is split
+    into a few class regions whose colour follows the class, so a model can
+    learn something. Returns the dataset root."""
+    rng = np.random.RandomState(seed)
+    data_root = osp.join(root, 'ADEChallengeData2016')
+    h, w = size
+    for split, num in (('training', train), ('validation', val)):
+        for i in range(num):
+            name = f'ADE_{split[:5]}_{i:08d}'
+            label = np.zeros((h, w), np.uint8)
+            classes = rng.randint(1, 151, size=3)
+            label[:, :w // 3] = classes[0]
+            label[:, w // 3:2 * w // 3] = classes[1]
+            label[:, 2 * w // 3:] = classes[2]
+            label[:h // 6] = 0  # an ignored band
+            img = ((label.astype(np.int64) * 37) % 200)[..., None] + \
+                rng.randint(0, 56, size=(h, w, 3))
+            for sub, arr, ext in (('images', img.astype(np.uint8), 'jpg'),
+                                  ('annotations', label, 'png')):
+                path = osp.join(data_root, sub, split, f'{name}.{ext}')
+                os.makedirs(osp.dirname(path), exist_ok=True)
+                assert cv2.imwrite(path, arr)
+    return data_root

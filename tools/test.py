@@ -4,6 +4,7 @@
 Examples:
     python tools/test.py CONFIG work_dirs/x/epoch_100.pth
     python tools/test.py CONFIG task_prompts.safetensors
+    python tools/test.py configs/setr/vpt_deep_vit-l_ade20k.py CKPT --tta
 """
 import argparse
 
@@ -26,7 +27,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint (.pth or tuned-only '
                         '.safetensors)')
     parser.add_argument('--out', help='dump the metrics to this json file')
+    parser.add_argument(
+        '--tta', action='store_true',
+        help="test-time augmentation with the config's tta_model and "
+        'tta_pipeline (mmseg: multi-scale + flip)')
     return parser.parse_args()
+
+
+def use_tta(cfg) -> None:
+    """Wrap the model in the config's ``tta_model`` and test on its
+    ``tta_pipeline``, as mmseg's and mmpretrain's ``--tta`` do."""
+    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+    if missing:
+        raise ValueError(f'--tta needs {missing} in the config')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
 
 
 def main() -> None:
@@ -34,11 +50,15 @@ def main() -> None:
     cfg = load_config(args)
     tuned_only = args.checkpoint.endswith('.safetensors')
     cfg.load_from = None if tuned_only else args.checkpoint
+    if args.tta:
+        use_tta(cfg)
     setup_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     if tuned_only:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
+        if args.tta:
+            model = model.module  # the tta_model's wrapped model
         model.init_weights()
         load_tuned(model, args.checkpoint)
     metrics = runner.test()

@@ -92,6 +92,12 @@ def load_pretrained_backbone(backbone: nn.Module,
         k for k in missing if k not in prompt_keys
         and not k.endswith('relative_position_index')
     ]
+    # Weights of layers this configuration leaves out (e.g. a ViT's final
+    # norm with final_norm=False, as mmseg's SETR uses it).
+    unused = []
+    if hasattr(backbone, 'unused_pretrained_keys'):
+        unused = backbone.unused_pretrained_keys(unexpected)
+    unexpected = [k for k in unexpected if k not in unused]
     if missing or unexpected:
         first = (missing or unexpected)[0]
         kind = 'missing from' if missing else 'unexpected in'
@@ -102,9 +108,11 @@ def load_pretrained_backbone(backbone: nn.Module,
             'checkpoint with tools/model_converters/ first?)')
     from mmengine.logging import print_log
     print_log(
-        f'Loaded {len(state)} pretrained tensors into '
+        f'Loaded {len(state) - len(unused)} pretrained tensors into '
         f'{type(backbone).__name__} from {filename}; prompts keep their '
-        'initialisation', logger='current')
+        'initialisation' + (f'; unused (layers switched off): {unused}'
+                            if unused else ''), logger='current')
+
 
 
 def tuned_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ as configured in ``env_cfg.dist_cfg``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import os.path as osp
 from typing import Optional
@@ -145,13 +146,20 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def _json_scalar(value: object) -> object:
+    """numpy / torch scalars (e.g. mmseg's metrics) as Python numbers."""
+    if hasattr(value, 'item'):
+        return value.item()
+    raise TypeError(f'{type(value).__name__} is not JSON serializable')
+
+
 def write_json(obj: object, path: str) -> None:
     """Write ``obj`` as json atomically: the file is complete or absent."""
     import json
     tmp = f'{path}.tmp'
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
+        json.dump(obj, f, indent=2, default=_json_scalar)
         f.write('\n')
     os.replace(tmp, path)
 
@@ -198,6 +206,10 @@ def setup_distributed(cfg: Config) -> None:
                          "'pytorch' (tools/dist_train.sh)")
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
     cfg.env_cfg.dist_cfg['backend'] = 'gloo'
+    if replace_sync_bn(cfg.model):
+        from mmengine.logging import print_log
+        print_log('SyncBN needs CUDA: on CPU every process normalises its '
+                  'own batch (BN)', logger='current', level=logging.WARNING)
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
     if cfg.get('model_wrapper_cfg', None) is None:
@@ -205,6 +217,25 @@ def setup_distributed(cfg: Config) -> None:
             type='MMDistributedDataParallel',
             device_ids=None,
             broadcast_buffers=False)
+
+
+def replace_sync_bn(cfg: object) -> int:
+    """Replace ``dict(type='SyncBN')`` norm configs by ``'BN'`` in place.
+
+    Returns:
+        int: How many were replaced.
+    """
+    count = 0
+    if isinstance(cfg, dict):
+        if cfg.get('type') == 'SyncBN':
+            cfg['type'] = 'BN'
+            count += 1
+        for value in cfg.values():
+            count += replace_sync_bn(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            count += replace_sync_bn(value)
+    return count
 
 
 def teardown_distributed() -> None:

@@ -40,6 +40,7 @@ import time
 from typing import Dict, List, Optional
 
 import torch
+from mmengine.config import DictAction
 
 import vpt_mm  # noqa: F401  (compatibility fixes first, registration)
 
@@ -48,17 +49,23 @@ TITLES = dict(full='Full', linear='Linear', shallow='VPT-Shallow',
               deep='VPT-Deep')
 
 
-def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool):
-    """The classifier of one protocol, without pretrained weights."""
-    from mmpretrain.registry import MODELS
+def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
+                scope: str = 'mmpretrain'):
+    """The model of one protocol (an mmpretrain classifier or an mmseg
+    segmentor), without pretrained weights."""
+    from mmengine.model.utils import revert_sync_batchnorm
+    from mmengine.registry import MODELS, init_default_scope
+
+    from vpt_mm.registry import PRETRAIN_MODELS
+    init_default_scope(scope)
     cfg = copy.deepcopy(model_cfg)
     backbone = cfg['backbone']
     backbone.pop('init_cfg', None)
     if method in ('full', 'linear'):
-        cls = MODELS.get(backbone['type'])
+        cls = PRETRAIN_MODELS.get(backbone['type'])
         plain = next(b for b in cls.__mro__
                      if b.__module__.startswith('mmpretrain'))
-        backbone['type'] = plain.__name__
+        backbone['type'] = f'mmpretrain.{plain.__name__}'
         for key in ('prompt_cfg', 'freeze_backbone', 'fuse_prompts'):
             backbone.pop(key, None)
         if backbone.get('out_type') in ('avg_prompt', 'avg_all'):
@@ -70,7 +77,7 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool):
         backbone.update(prompt_cfg=prompt_cfg)
         if fused or has_fused_form(backbone['type']):
             backbone.update(fuse_prompts=fused)
-    model = MODELS.build(cfg)
+    model = revert_sync_batchnorm(MODELS.build(cfg))
     if method == 'linear':
         for p in model.backbone.parameters():
             p.requires_grad = False
@@ -79,8 +86,29 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool):
 
 def has_fused_form(backbone_type: str) -> bool:
     """Whether a prompted backbone has the fused form (PromptedViT)."""
-    from mmpretrain.registry import MODELS
-    return hasattr(MODELS.get(backbone_type), 'fuse')
+    from vpt_mm.registry import PRETRAIN_MODELS
+    return hasattr(PRETRAIN_MODELS.get(backbone_type), 'fuse')
+
+
+def make_samples(model, batch: int, size: List[int], device: str) -> list:
+    """Ground truth for a loss step: labels for a classifier, label maps
+    for a segmentor."""
+    if hasattr(model, 'decode_head'):
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        num_classes = model.decode_head.num_classes
+        samples = []
+        for _ in range(batch):
+            sample = SegDataSample(metainfo=dict(
+                img_shape=tuple(size), pad_shape=tuple(size),
+                ori_shape=tuple(size)))
+            sample.gt_sem_seg = PixelData(data=torch.randint(
+                0, num_classes, (1, *size), device=device))
+            samples.append(sample)
+        return samples
+    from mmpretrain.structures import DataSample
+    num_classes = model.head.num_classes
+    return [DataSample().set_gt_label(i % num_classes) for i in range(batch)]
 
 
 def peak_memory_mb(device: str) -> float:
@@ -99,16 +127,12 @@ def current_rss_mb() -> float:
 
 def prepare(job: dict):
     """Build the model of a job and return its step function."""
-    from mmpretrain.structures import DataSample
     device = job['device']
     model = build_model(job['model'], job['method'], job['num_tokens'],
-                        job['fused']).to(device)
+                        job['fused'], job['scope']).to(device)
     batch, size = job['batch_size'], job['img_size']
     x = torch.rand(batch, 3, *size, device=device)
-    num_classes = model.head.num_classes
-    samples = [
-        DataSample().set_gt_label(i % num_classes) for i in range(batch)
-    ]
+    samples = make_samples(model, batch, size, device)
     if job['mode'] == 'train':
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
@@ -311,6 +335,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out-dir', help='write cost.json and cost.png here')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config keys, e.g. model.backbone.arch=b')
     parser.add_argument('--child', help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -326,7 +353,7 @@ def main() -> None:
     if args.config is None:
         raise SystemExit('a config is required')
     from vpt_mm.runner import config_from_file
-    cfg = config_from_file(args.config)
+    cfg = config_from_file(args.config, args.cfg_options)
     model_cfg = cfg.model.to_dict()
     size = args.img_size * 2 if len(args.img_size) == 1 else args.img_size
     forms = args.forms
@@ -337,7 +364,9 @@ def main() -> None:
     ]
 
     def job(row: dict, mode: str, repeats: int) -> dict:
-        return dict(model=model_cfg, method=row['method'],
+        return dict(model=model_cfg, scope=cfg.get('default_scope',
+                                                   'mmpretrain'),
+                    method=row['method'],
                     num_tokens=row['num_tokens'],
                     fused=row['form'] == 'fused', mode=mode,
                     batch_size=args.batch_size, img_size=size[:2],

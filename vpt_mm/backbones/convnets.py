@@ -28,10 +28,11 @@ class PaddingPromptMixin(FrozenBackboneMixin):
     def _init_padding_prompt(self, prompt_cfg: Optional[dict],
                              img_size: Union[int, Sequence[int]],
                              in_channels: int,
-                             freeze_backbone: bool) -> None:
+                             freeze_backbone: bool,
+                             trainable: Sequence[str] = ()) -> None:
         self.prompt = PaddingPrompt(
             prompt_cfg or {}, img_size=img_size, in_channels=in_channels)
-        self.init_frozen_backbone(freeze_backbone)
+        self.init_frozen_backbone(freeze_backbone, trainable)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Forward images (B, C, H, W); the network sees (H+2p, W+2p)."""
@@ -40,7 +41,7 @@ class PaddingPromptMixin(FrozenBackboneMixin):
 
 @register_model()
 class PromptedConvNeXt(PaddingPromptMixin, ConvNeXt):
-    """ConvNeXt with a learnable pixel frame around the input, frozen.
+    r"""ConvNeXt with a learnable pixel frame around the input, frozen.
 
     The outputs are mmpretrain ConvNeXt's: with the default
     ``gap_before_final_norm=True`` the pooled, normalised final features for
@@ -56,6 +57,9 @@ class PromptedConvNeXt(PaddingPromptMixin, ConvNeXt):
             ``dropout``, ``dropout_mode`` and ``frozen``; see
             :class:`vpt_mm.prompts.PaddingPrompt`. Defaults to p = 1.
         freeze_backbone (bool): Defaults to True.
+        trainable (Sequence[str]): Regular expressions of backbone parameter
+            names that also train, e.g. ``[r'(^|\.)bias$']``.
+            Defaults to ().
         **kwargs: Other arguments of mmpretrain's ``ConvNeXt``.
     """
 
@@ -65,15 +69,16 @@ class PromptedConvNeXt(PaddingPromptMixin, ConvNeXt):
                  in_channels: int = 3,
                  prompt_cfg: Optional[dict] = None,
                  freeze_backbone: bool = True,
+                 trainable: Sequence[str] = (),
                  **kwargs) -> None:
         super().__init__(arch=arch, in_channels=in_channels, **kwargs)
         self._init_padding_prompt(prompt_cfg, img_size, in_channels,
-                                  freeze_backbone)
+                                  freeze_backbone, trainable)
 
 
 @register_model()
 class PromptedResNet(PaddingPromptMixin, ResNet):
-    """ResNet with a learnable pixel frame around the input, frozen.
+    r"""ResNet with a learnable pixel frame around the input, frozen.
 
     The outputs are mmpretrain ResNet's ``out_indices`` feature maps (a
     ``GlobalAveragePooling`` neck makes the classification features).
@@ -85,6 +90,9 @@ class PromptedResNet(PaddingPromptMixin, ResNet):
         in_channels (int): Defaults to 3.
         prompt_cfg (dict): As for :class:`PromptedConvNeXt`.
         freeze_backbone (bool): Defaults to True.
+        trainable (Sequence[str]): Regular expressions of backbone parameter
+            names that also train, e.g. ``[r'(^|\.)bias$']``.
+            Defaults to ().
         **kwargs: Other arguments of mmpretrain's ``ResNet``.
     """
 
@@ -94,7 +102,8 @@ class PromptedResNet(PaddingPromptMixin, ResNet):
                  in_channels: int = 3,
                  prompt_cfg: Optional[dict] = None,
                  freeze_backbone: bool = True,
+                 trainable: Sequence[str] = (),
                  **kwargs) -> None:
         super().__init__(depth=depth, in_channels=in_channels, **kwargs)
         self._init_padding_prompt(prompt_cfg, img_size, in_channels,
-                                  freeze_backbone)
+                                  freeze_backbone, trainable)

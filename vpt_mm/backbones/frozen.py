@@ -1,8 +1,14 @@
 """The frozen-backbone contract shared by every prompted backbone."""
 from __future__ import annotations
 
+import re
+from typing import Sequence
+
+from mmpretrain.models.backbones import VisionTransformer
+
 from ..checkpoints import load_pretrained_backbone
 from ..prompts import PromptModule, prompt_parameter_names
+from ..registry import register_model
 
 
 class FrozenBackboneMixin:
@@ -24,13 +30,35 @@ class FrozenBackboneMixin:
 
     freeze_backbone = False
 
-    def init_frozen_backbone(self, freeze: bool = True) -> None:
-        """Freeze every non-prompt parameter if ``freeze``."""
+    def init_frozen_backbone(self,
+                             freeze: bool = True,
+                             trainable: Sequence[str] = ()) -> None:
+        r"""Freeze every non-prompt parameter if ``freeze``.
+
+        Args:
+            freeze (bool): Freeze the backbone. Defaults to True.
+            trainable (Sequence[str]): Regular expressions (``re.search``)
+                of backbone parameter names that stay trainable in a frozen
+                backbone, e.g. ``[r'(^|\.)bias$']`` for the Bias protocol.
+                A pattern that matches nothing is an error.
+        """
         self.freeze_backbone = freeze
+        self.trainable = tuple(trainable)
+        if self.trainable and not freeze:
+            raise ValueError('trainable patterns select what stays trainable '
+                             'in a frozen backbone; with freeze_backbone='
+                             'False everything trains already')
         if freeze:
             prompt_keys = prompt_parameter_names(self)
+            names = [n for n, _ in self.named_parameters()]
+            for pattern in self.trainable:
+                if not any(re.search(pattern, n) for n in names):
+                    raise ValueError(
+                        f'trainable pattern {pattern!r} matches no parameter '
+                        f'of {type(self).__name__}')
             for name, param in self.named_parameters():
-                if name not in prompt_keys:
+                if name not in prompt_keys and not any(
+                        re.search(p, name) for p in self.trainable):
                     param.requires_grad = False
         self.train(self.training)
 
@@ -46,6 +74,14 @@ class FrozenBackboneMixin:
                     module.train(mode)
         return self
 
+    def unused_pretrained_keys(self, keys: Sequence[str]) -> list:
+        """The checkpoint keys among ``keys`` of layers this configuration
+        leaves out: a ViT's final norm (``ln1.``) with ``final_norm=False``.
+        Strict loading skips them (and logs them) instead of failing."""
+        if getattr(self, 'final_norm', True) is False:
+            return [k for k in keys if k.startswith('ln1.')]
+        return []
+
     def init_weights(self) -> None:
         """Load a pretrained backbone strictly, or initialise as upstream."""
         init_cfg = self.init_cfg
@@ -55,3 +91,23 @@ class FrozenBackboneMixin:
             self._is_init = True
             return
         super().init_weights()
+
+
+@register_model()
+class FrozenViT(FrozenBackboneMixin, VisionTransformer):
+    r"""mmpretrain's VisionTransformer, frozen, without prompts.
+
+    The backbone of the head-only baseline (nothing in it trains) and, with
+    ``trainable``, of protocols that tune a chosen subset of its parameters,
+    e.g. ``trainable=[r'(^|\.)bias$']`` for Bias (BitFit). Every module
+    stays in eval mode; pretrained weights load strictly.
+
+    Args:
+        trainable (Sequence[str]): See
+            :meth:`FrozenBackboneMixin.init_frozen_backbone`.
+        **kwargs: Arguments of mmpretrain's ``VisionTransformer``.
+    """
+
+    def __init__(self, trainable: Sequence[str] = (), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.init_frozen_backbone(True, trainable)

@@ -128,7 +128,7 @@ def prompted_swin_block(block: nn.Module, x: torch.Tensor,
 
 @register_model()
 class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
-    """Swin Transformer with learnable visual prompts, backbone frozen.
+    r"""Swin Transformer with learnable visual prompts, backbone frozen.
 
     Prompts follow the paper's Swin design, made exact where it leaves a
     choice:
@@ -173,6 +173,9 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
             Defaults to VPT-Shallow with one prompt.
         freeze_backbone (bool): Freeze every non-prompt parameter.
             Defaults to True.
+        trainable (Sequence[str]): Regular expressions of backbone
+            parameter names that also train in the frozen backbone, e.g.
+            ``[r'(^|\.)bias$']`` for VPT + Bias. Defaults to ().
         **kwargs: Other arguments of mmpretrain's ``SwinTransformer``
             (``window_size``, ``out_indices``, ``pad_small_map``, ...).
 
@@ -191,6 +194,7 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                  img_size: Union[int, Sequence[int]] = 224,
                  prompt_cfg: Optional[dict] = None,
                  freeze_backbone: bool = True,
+                 trainable: Sequence[str] = (),
                  **kwargs) -> None:
         super().__init__(arch=arch, img_size=img_size, **kwargs)
         cfg = PromptConfig.from_dict(prompt_cfg or {})
@@ -218,7 +222,7 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                     grid_size=res)
             first += depth
             res = ((res[0] + 1) // 2, (res[1] + 1) // 2)
-        self.init_frozen_backbone(freeze_backbone)
+        self.init_frozen_backbone(freeze_backbone, trainable)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Forward images (B, C, H, W) to the ``out_indices`` feature maps."""

@@ -23,7 +23,7 @@ from .frozen import FrozenBackboneMixin
 
 @register_model()
 class PromptedViT(FrozenBackboneMixin, VisionTransformer):
-    """Vision Transformer with learnable visual prompts, backbone frozen.
+    r"""Vision Transformer with learnable visual prompts, backbone frozen.
 
     Prompts are inserted after the position embedding (they have none):
     the sequence is ``[CLS, prompts, patches]`` (``[prompts, patches]``
@@ -69,6 +69,9 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             Defaults to VPT-Shallow with one prompt.
         freeze_backbone (bool): Freeze every non-prompt parameter.
             Defaults to True.
+        trainable (Sequence[str]): Regular expressions of backbone
+            parameter names that also train in the frozen backbone, e.g.
+            ``[r'(^|\.)bias$']`` for VPT + Bias. Defaults to ().
         fuse_prompts (bool): Use the fused form where it is exact.
             Defaults to True.
         **kwargs: Other arguments of mmpretrain's ``VisionTransformer``.
@@ -93,6 +96,7 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
                  out_type: str = 'cls_token',
                  prompt_cfg: Optional[dict] = None,
                  freeze_backbone: bool = True,
+                 trainable: Sequence[str] = (),
                  fuse_prompts: bool = True,
                  **kwargs) -> None:
         super().__init__(
@@ -129,7 +133,7 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
                              'embedding without norm')
         self._kv_cache = PromptKVCache()
         self.fuse(fuse_prompts)
-        self.init_frozen_backbone(freeze_backbone)
+        self.init_frozen_backbone(freeze_backbone, trainable)
 
     def fuse(self, enabled: bool = True) -> None:
         """Switch between the fused and the token form of the prompts.

@@ -1,0 +1,75 @@
+"""SETR-PUP on a tiny generated ADE20K through tools/train.py,
+tools/test.py (single-scale and --tta), the tuned-only checkpoint, and
+tools/dist_train.sh with 2 gloo processes."""
+import json
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+from tests.benchmark_data import make_ade20k_layout
+from tests.seg_configs import (
+    build_seg_model,
+    write_pretrained,
+    write_seg_config,
+)
+from tests.test_tools.test_train import run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope='module')
+def ade(tmp_path_factory):
+    root = tmp_path_factory.mktemp('ade')
+    data_root = make_ade20k_layout(str(root))
+    ckpt = write_pretrained(str(root / 'vit.pth'))
+    cfg = write_seg_config(str(root / 'vpt_deep.py'), 'vpt_deep', ckpt,
+                           data_root)
+    return root, cfg
+
+
+def test_train_test_and_tuned_checkpoint(ade, tmp_path):
+    _, cfg = ade
+    work = str(tmp_path / 'work')
+    log = run([sys.executable, 'tools/train.py', cfg, '--work-dir', work])
+    assert 'Iter(val) [2/2]' in log and 'mIoU' in log
+    ckpt = osp.join(work, 'iter_4.pth')
+    # Frozen-backbone contract: after training, every backbone tensor but
+    # the prompts is the pretrained one (position embedding resized).
+    _, fresh = build_seg_model(cfg)
+    state = torch.load(ckpt)['state_dict']
+    for key, value in fresh.state_dict().items():
+        if key.startswith('backbone.') and '.prompt.' not in key:
+            assert torch.equal(state[key], value), key
+    assert not torch.equal(state['backbone.prompt.embeddings'],
+                           fresh.backbone.prompt.embeddings)
+
+    full = str(tmp_path / 'full.json')
+    run([sys.executable, 'tools/test.py', cfg, ckpt, '--out', full,
+         '--work-dir', work])
+    tuned = str(tmp_path / 'tuned.safetensors')
+    run([sys.executable, 'tools/model_converters/extract_tuned.py', cfg,
+         ckpt, tuned])
+    only = str(tmp_path / 'only.json')
+    run([sys.executable, 'tools/test.py', cfg, tuned, '--out', only,
+         '--work-dir', work])
+    metrics = json.load(open(full))
+    assert {'aAcc', 'mIoU', 'mAcc'} <= set(metrics)
+    assert json.load(open(only)) == metrics
+
+    tta = str(tmp_path / 'tta.json')
+    log = run([sys.executable, 'tools/test.py', cfg, tuned, '--tta',
+               '--out', tta, '--work-dir', work])
+    assert 'mIoU' in json.load(open(tta))
+
+
+def test_dist_train_two_gloo_processes(ade, tmp_path):
+    _, cfg = ade
+    work = str(tmp_path / 'work')
+    log = run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', work],
+              timeout=600)
+    assert 'Distributed training is not used' not in log
+    assert 'SyncBN needs CUDA' in log
+    assert 'mIoU' in log
+    assert osp.exists(osp.join(work, 'iter_4.pth'))
