@@ -97,3 +97,31 @@ def convert_file(convert: Callable[[Dict[str, torch.Tensor]],
     state = convert(load_source_checkpoint(args.src))
     save_backbone_checkpoint(state, args.dst, source=args.src)
     print(f'Saved {len(state)} tensors to {args.dst}')
+
+
+def final_norm_rule(state: Dict[str, torch.Tensor], stage_prefix: str,
+                    required: str, source: str) -> Tuple[str, str]:
+    """The rule renaming a hierarchical model's final ``norm.`` to
+    mmpretrain's ``norm<last stage>.``, after checking the layout.
+
+    Args:
+        state (dict): The original state dict.
+        stage_prefix (str): The stages' key prefix, e.g. ``'layers'``.
+        required (str): A key every state dict of the layout has.
+        source (str): The layout's name, for the error message.
+
+    Returns:
+        tuple[str, str]: A ``(pattern, replacement)`` rule.
+
+    Raises:
+        ValueError: If ``state`` has no stages or lacks ``required``.
+    """
+    stages = {
+        int(m.group(1))
+        for k in state
+        for m in [re.match(rf'^{re.escape(stage_prefix)}\.(\d+)\.', k)] if m
+    }
+    if not stages or required not in state:
+        raise ValueError(f'Not an official {source} state dict: no '
+                         f"'{stage_prefix}.<i>.' or {required!r} keys")
+    return (r'^norm\.', f'norm{max(stages)}.')

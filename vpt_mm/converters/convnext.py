@@ -8,12 +8,11 @@ mmpretrain's ``norm3`` does with ``gap_before_final_norm=True``.
 """
 from __future__ import annotations
 
-import re
 from typing import Dict
 
 import torch
 
-from .common import rename_keys
+from .common import final_norm_rule, rename_keys
 
 _BLOCK = r'^stages\.(\d+)\.(\d+)\.'
 _RULES = (
@@ -42,15 +41,9 @@ def convert_convnext(state: Dict[str, torch.Tensor]) -> \
     Raises:
         ValueError: On a key this converter does not know, naming it.
     """
-    stages = {
-        int(m.group(1))
-        for k in state for m in [re.match(r'^stages\.(\d+)\.', k)] if m
-    }
-    if not stages or 'downsample_layers.0.0.weight' not in state:
-        raise ValueError('Not an official ConvNeXt state dict: no '
-                         "'stages.<i>.' or 'downsample_layers.0.0.weight' "
-                         'keys')
-    rules = _RULES + ((r'^norm\.', f'norm{max(stages)}.'), )
+    rules = _RULES + (final_norm_rule(state, 'stages',
+                                      'downsample_layers.0.0.weight',
+                                      'ConvNeXt'), )
     return rename_keys(state, rules, _DROPPED, 'ConvNeXt',
                        hint='this converter reads the official '
                        'facebookresearch/ConvNeXt layout')

@@ -15,7 +15,7 @@ from typing import Dict
 
 import torch
 
-from .common import rename_keys
+from .common import final_norm_rule, rename_keys
 
 _BLOCK = r'^layers\.(\d+)\.blocks\.(\d+)\.'
 _RULES = (
@@ -59,14 +59,8 @@ def convert_swin(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     Raises:
         ValueError: On a key this converter does not know, naming it.
     """
-    stages = {
-        int(m.group(1))
-        for k in state for m in [re.match(r'^layers\.(\d+)\.', k)] if m
-    }
-    if not stages or 'patch_embed.proj.weight' not in state:
-        raise ValueError('Not an official Swin state dict: no '
-                         "'layers.<i>.' or 'patch_embed.proj.weight' keys")
-    rules = _RULES + ((r'^norm\.', f'norm{max(stages)}.'), )
+    rules = _RULES + (final_norm_rule(state, 'layers',
+                                      'patch_embed.proj.weight', 'Swin'), )
     out = rename_keys(state, rules, _DROPPED, 'Swin',
                       hint='this converter reads the official '
                       'microsoft/Swin-Transformer (v1) layout')
