@@ -9,7 +9,7 @@ from . import compat
 
 compat.apply_all()
 
-from . import amp, backbones, datasets, hooks  # noqa: E402,F401
+from . import amp, backbones, datasets, hooks, tuning  # noqa: E402,F401
 from .checkpoints import load_tuned, save_tuned  # noqa: E402
 from .version import __version__  # noqa: E402
 

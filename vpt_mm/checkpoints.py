@@ -13,7 +13,11 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from .prompts import PromptModule, prompt_parameter_names
+from .prompts import (
+    PromptModule,
+    added_parameter_names,
+    prompt_parameter_names,
+)
 
 TUNED_FORMAT = 'vpt_mm.tuned.v1'
 
@@ -48,8 +52,9 @@ def load_pretrained_backbone(backbone: nn.Module,
                              map_location: str = 'cpu') -> None:
     """Load a pretrained checkpoint into a prompted backbone, strictly.
 
-    Prompt parameters may be missing from the checkpoint (they keep their
-    initialisation); any other missing or unexpected key, or a shape that
+    Prompt parameters (and those of other added modules, e.g. adapters) may
+    be missing from the checkpoint (they keep their initialisation); any
+    other missing or unexpected key, or a shape that
     does not fit, raises a :class:`ValueError` naming the first bad key.
     The backbone's own ``load_state_dict`` pre-hooks run, so e.g. a ViT
     position embedding of another resolution is resized.
@@ -85,11 +90,11 @@ def load_pretrained_backbone(backbone: nn.Module,
     except RuntimeError as err:
         raise ValueError(f'Checkpoint {filename} does not fit '
                          f'{type(backbone).__name__}: {err}') from err
-    prompt_keys = prompt_parameter_names(backbone)
+    added_keys = added_parameter_names(backbone)
     # Relative-position indices (Swin) are rebuilt by the model itself and
     # dropped by its pre-hook when a bias table is resized.
     missing = [
-        k for k in missing if k not in prompt_keys
+        k for k in missing if k not in added_keys
         and not k.endswith('relative_position_index')
     ]
     # Weights of layers this configuration leaves out (e.g. a ViT's final

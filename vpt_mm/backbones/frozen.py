@@ -1,14 +1,14 @@
 """The frozen-backbone contract shared by every prompted backbone."""
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 from mmpretrain.models.backbones import VisionTransformer
 
 from ..checkpoints import load_pretrained_backbone
-from ..prompts import PromptModule, prompt_parameter_names
+from ..prompts import PromptModule
 from ..registry import register_model
+from ..tuning.protocols import set_trainable
 
 
 class FrozenBackboneMixin:
@@ -49,17 +49,7 @@ class FrozenBackboneMixin:
                              'in a frozen backbone; with freeze_backbone='
                              'False everything trains already')
         if freeze:
-            prompt_keys = prompt_parameter_names(self)
-            names = [n for n, _ in self.named_parameters()]
-            for pattern in self.trainable:
-                if not any(re.search(pattern, n) for n in names):
-                    raise ValueError(
-                        f'trainable pattern {pattern!r} matches no parameter '
-                        f'of {type(self).__name__}')
-            for name, param in self.named_parameters():
-                if name not in prompt_keys and not any(
-                        re.search(p, name) for p in self.trainable):
-                    param.requires_grad = False
+            set_trainable(self, self.trainable)
         self.train(self.training)
 
     def train(self, mode: bool = True):

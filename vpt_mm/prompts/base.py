@@ -4,7 +4,29 @@ from __future__ import annotations
 import torch.nn as nn
 
 
-class PromptModule(nn.Module):
+class AddedModule(nn.Module):
+    """A module added to a pretrained backbone (prompts, adapters).
+
+    Its parameters are never in pretrained checkpoints (strict loading lets
+    them be missing), are not counted as backbone parameters, and always
+    belong to what a task tunes. :attr:`group` names them in parameter
+    counts.
+    """
+
+    group = 'added'
+
+
+def added_parameter_names(model: nn.Module) -> set:
+    """Names of every parameter that belongs to an :class:`AddedModule`."""
+    names = set()
+    for mod_name, module in model.named_modules():
+        if isinstance(module, AddedModule):
+            prefix = f'{mod_name}.' if mod_name else ''
+            names.update(prefix + n for n, _ in module.named_parameters())
+    return names
+
+
+class PromptModule(AddedModule):
     """Base class of the learnable prompts of a prompted backbone.
 
     Everything in the package that needs to tell prompts from the frozen
@@ -16,6 +38,7 @@ class PromptModule(nn.Module):
     and :attr:`embed_dims` (the width the prompts live in).
     """
 
+    group = 'prompt'
     num_tokens: int
     location: str
     embed_dims: int

@@ -1,4 +1,19 @@
 """Tuning protocols: which parameters train, and the parameter accounting."""
 from .accounting import ParamCount, count_parameters, format_param_count
+from .classifier import TunedClassifier
+from .modules import Adapter, MlpClsHead, SideNetwork, add_adapters
+from .protocols import (
+    BIAS,
+    PROTOCOLS,
+    Protocol,
+    backbone_patterns,
+    set_frozen_modes,
+    set_trainable,
+)
 
-__all__ = ['ParamCount', 'count_parameters', 'format_param_count']
+__all__ = [
+    'BIAS', 'PROTOCOLS', 'Adapter', 'MlpClsHead', 'ParamCount', 'Protocol',
+    'SideNetwork', 'TunedClassifier', 'add_adapters', 'backbone_patterns',
+    'count_parameters', 'format_param_count', 'set_frozen_modes',
+    'set_trainable'
+]

@@ -13,7 +13,7 @@ from typing import Dict
 
 import torch.nn as nn
 
-from ..prompts import prompt_parameter_names
+from ..prompts import AddedModule
 
 
 @dataclass
@@ -21,9 +21,11 @@ class ParamCount:
     """Parameter counts of a model.
 
     Attributes:
-        backbone (int): Backbone parameters, prompts excluded.
+        backbone (int): Backbone parameters, prompts and other added
+            modules (adapters) excluded.
         tuned (dict[str, int]): Trainable parameters per group: ``prompt``,
-            ``backbone`` (non-prompt backbone parameters left trainable),
+            ``adapter`` (added modules, by their ``group``), ``backbone``
+            (pretrained backbone parameters left trainable),
             and one entry per other top-level module (e.g. ``head``).
     """
 
@@ -53,20 +55,22 @@ def count_parameters(model: nn.Module) -> ParamCount:
         ParamCount: The counts.
     """
     backbone = getattr(model, 'backbone', model)
-    prompt_keys = prompt_parameter_names(backbone)
+    groups = {}
+    for module in backbone.modules():
+        if isinstance(module, AddedModule):
+            for param in module.parameters():
+                groups.setdefault(id(param), module.group)
     count = ParamCount(backbone=0)
-    backbone_ids, prompt_ids = set(), set()
+    backbone_ids = set()
     for name, param in backbone.named_parameters():
         backbone_ids.add(id(param))
-        if name in prompt_keys:
-            prompt_ids.add(id(param))
-        else:
+        if id(param) not in groups:
             count.backbone += param.numel()
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if id(param) in prompt_ids:
-            group = 'prompt'
+        if id(param) in groups:
+            group = groups[id(param)]
         elif id(param) in backbone_ids:
             group = 'backbone'
         else:
