@@ -45,9 +45,10 @@ def parse_args() -> argparse.Namespace:
         '--work-dir', help='root of the sweep (default: '
         'work_dirs/sweep/<config name>)')
     parser.add_argument(
-        '--lrs', nargs='+', type=float, default=list(VPT_LRS),
-        help='base lr grid (default: the paper\'s VPT/linear grid; full '
-        'fine-tuning uses 0.001 0.0005 0.0001 0.005)')
+        '--lrs', nargs='+', type=float, default=[],
+        help='base lr grid (default: the config\'s sweep_lrs, else the '
+        'paper\'s VPT/linear grid; full fine-tuning configs set 0.001 '
+        '0.0005 0.0001 0.005)')
     parser.add_argument(
         '--wds', nargs='+', type=float, default=list(WEIGHT_DECAYS),
         help='weight decay grid (default: 0.01 0.001 0.0001 0)')
@@ -98,7 +99,7 @@ def main() -> None:
     tasks = args.tasks or tasks_of(benchmark)
     spec = SweepSpec(
         config=osp.abspath(args.config),
-        lrs=args.lrs,
+        lrs=args.lrs or list(cfg.get('sweep_lrs') or VPT_LRS),
         weight_decays=args.wds,
         num_tokens=args.num_tokens or list(cfg.get('prompt_lengths') or []),
         train_fraction=args.train_fraction,

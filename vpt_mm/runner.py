@@ -118,6 +118,41 @@ def apply_task(cfg: Config, task: Optional[str] = None) -> None:
     head.num_classes = info.num_classes
 
 
+#: Transforms that make a training pipeline random, besides any whose name
+#: contains "Rand" (RandomCrop, RandomFlip, RandAugment, ...).
+RANDOM_TRANSFORMS = ('AutoAugment', 'ColorJitter', 'Albu', 'Albumentations',
+                     'GaussianBlur', 'Lighting')
+
+
+def check_cached_features(cfg: Config) -> None:
+    """Refuse ``tuning.cache_features`` with a random training pipeline.
+
+    Cached features are computed once per training sample, which equals
+    recomputing them every epoch only if a sample always gives the same
+    input.
+
+    Raises:
+        ValueError: Naming the random transforms or batch augments.
+    """
+    tuning = cfg.get('model', {}).get('tuning', None)
+    if not tuning or not tuning.get('cache_features', False):
+        return
+    dataset = cfg.get('train_dataloader', {}).get('dataset', {})
+    while 'pipeline' not in dataset and 'dataset' in dataset:
+        dataset = dataset['dataset']  # dataset wrappers
+    random = [
+        t.get('type') for t in dataset.get('pipeline', [])
+        if 'Rand' in str(t.get('type')) or t.get('type') in RANDOM_TRANSFORMS
+    ]
+    if cfg.model.get('data_preprocessor', {}).get('batch_augments'):
+        random.append('data_preprocessor.batch_augments')
+    if random:
+        raise ValueError(
+            'tuning.cache_features reuses the first epoch\'s features, but '
+            f'the training pipeline is random: {random}; remove them or '
+            'turn cache_features off')
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Load the config and apply ``--cfg-options``, ``--task``,
     ``--work-dir`` and ``--launcher``.
@@ -135,6 +170,7 @@ def load_config(args: argparse.Namespace) -> Config:
                          'config; choose the task (--task) instead of '
                          'setting num_classes')
     apply_task(cfg, task)
+    check_cached_features(cfg)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

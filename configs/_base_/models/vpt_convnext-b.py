@@ -4,7 +4,8 @@
 # tools/model_converters/convnext.py's output of the official
 # convnext_base_22k_224.pth (README, "Checkpoints").
 model = dict(
-    type='ImageClassifier',
+    type='TunedClassifier',
+    tuning=dict(type='VPT'),
     data_preprocessor=dict(
         type='ClsDataPreprocessor',
         mean=[123.675, 116.28, 103.53],

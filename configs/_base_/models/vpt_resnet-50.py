@@ -4,7 +4,8 @@
 # loads strictly from tools/model_converters/torchvision_resnet.py's output
 # of torchvision's resnet50-0676ba61.pth (README, "Checkpoints").
 model = dict(
-    type='ImageClassifier',
+    type='TunedClassifier',
+    tuning=dict(type='VPT'),
     data_preprocessor=dict(
         type='ClsDataPreprocessor',
         mean=[123.675, 116.28, 103.53],

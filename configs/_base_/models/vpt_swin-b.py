@@ -4,7 +4,8 @@
 # of the official swin_base_patch4_window7_224_22k.pth (README,
 # "Checkpoints"); only the prompt keys may be missing from it.
 model = dict(
-    type='ImageClassifier',
+    type='TunedClassifier',
+    tuning=dict(type='VPT'),
     data_preprocessor=dict(
         type='ClsDataPreprocessor',
         mean=[123.675, 116.28, 103.53],

@@ -3,7 +3,8 @@
 # by tools/model_converters/ (see README, "Checkpoints"); only the prompt
 # keys may be missing from it. Task configs set head.num_classes.
 model = dict(
-    type='ImageClassifier',
+    type='TunedClassifier',
+    tuning=dict(type='VPT'),
     data_preprocessor=dict(
         type='ClsDataPreprocessor',
         mean=[123.675, 116.28, 103.53],
