@@ -12,6 +12,7 @@ from vpt_mm.converters import (
 
 
 def make_timm(**kwargs):
+    kwargs.setdefault('num_classes', 10)
     model = timm.create_model(
         'vit_base_patch16_224',
         pretrained=False,
@@ -21,7 +22,6 @@ def make_timm(**kwargs):
         embed_dim=32,
         num_heads=2,
         mlp_ratio=2,
-        num_classes=10,
         **kwargs)
     return model.eval()
 

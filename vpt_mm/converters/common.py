@@ -76,7 +76,8 @@ def rename_keys(state: Dict[str, torch.Tensor],
 def convert_file(convert: Callable[[Dict[str, torch.Tensor]],
                                    Dict[str, torch.Tensor]],
                  description: str,
-                 argv: Optional[Sequence[str]] = None) -> None:
+                 argv: Optional[Sequence[str]] = None,
+                 grid_option: bool = False) -> None:
     """The command line of every ``tools/model_converters/`` script.
 
     Reads ``src``, converts it with ``convert`` and writes ``dst`` as an
@@ -87,14 +88,21 @@ def convert_file(convert: Callable[[Dict[str, torch.Tensor]],
         description (str): The script's one-line description.
         argv (Sequence[str], optional): Arguments; defaults to
             ``sys.argv[1:]``.
+        grid_option (bool): Offer ``--grid H W``, passed to ``convert`` as
+            ``grid`` (resize the position embedding). Defaults to False.
     """
     import argparse
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument('src', help='original checkpoint (.pth, .bin, '
                         '.safetensors, .npz)')
     parser.add_argument('dst', help='output mmpretrain-format checkpoint')
+    if grid_option:
+        parser.add_argument(
+            '--grid', type=int, nargs=2, metavar=('H', 'W'),
+            help='resize the position embedding to this patch grid')
     args = parser.parse_args(argv)
-    state = convert(load_source_checkpoint(args.src))
+    kwargs = dict(grid=args.grid) if grid_option else {}
+    state = convert(load_source_checkpoint(args.src), **kwargs)
     save_backbone_checkpoint(state, args.dst, source=args.src)
     print(f'Saved {len(state)} tensors to {args.dst}')
 
