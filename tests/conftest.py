@@ -8,7 +8,11 @@ TINY = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)
 
 @pytest.fixture(autouse=True)
 def _seed():
+    """Same random state and default registry scope for every test (a test
+    loading an mmseg config leaves mmseg's scope behind otherwise)."""
+    from mmengine.registry import init_default_scope
     torch.manual_seed(0)
+    init_default_scope('mmpretrain')
 
 
 def tiny_vit(prompt_cfg=None, **kwargs):

@@ -1,5 +1,6 @@
 """Task selection of the benchmark configs (vpt_mm/runner.py)."""
 import argparse
+import glob
 import os.path as osp
 
 import pytest
@@ -32,6 +33,24 @@ def test_configs_default_task_is_consistent(path):
     splits = [d.split for d in _datasets(cfg)]
     assert splits == (['train800val200', 'test', 'test'] if path in VTAB
                       else ['trainval', 'test', 'test'])
+
+
+@pytest.mark.parametrize(
+    'path', sorted(glob.glob(osp.join(REPO, 'configs/vtab/*.py')) +
+                   glob.glob(osp.join(REPO, 'configs/fgvc/*.py'))))
+def test_every_benchmark_config(path):
+    """Every VTAB/FGVC config: its default task, the paper's batch, a
+    protocol that fits its backbone."""
+    from vpt_mm.tuning import Protocol
+    cfg = config_from_file(path)
+    assert cfg.task == ('cifar100' if '/vtab/' in path else 'cub')
+    assert cfg.model.head.num_classes == TASKS[cfg.task].num_classes
+    assert all(d.task == cfg.task for d in _datasets(cfg))
+    assert cfg.train_dataloader.batch_size == 128
+    assert cfg.model.type == 'TunedClassifier'
+    protocol = Protocol.from_dict(cfg.model.tuning)
+    prompted = cfg.model.backbone.type.startswith('Prompted')
+    assert prompted == protocol.type.startswith('VPT')
 
 
 def test_vtab_pipeline_has_no_augmentation():
@@ -100,3 +119,15 @@ def test_num_classes_cannot_be_set_against_the_task():
         load_config(
             _args(VTAB[0], task='dmlab',
                   cfg_options={'model.head.num_classes': 5}))
+
+
+def test_cached_features_need_a_deterministic_pipeline():
+    from vpt_mm.runner import check_cached_features
+    vtab = config_from_file(osp.join(REPO, 'configs/vtab/linear_vit-b.py'))
+    assert vtab.model.tuning.cache_features
+    check_cached_features(vtab)
+    fgvc = config_from_file(osp.join(REPO, 'configs/fgvc/vpt_deep_vit-b.py'))
+    fgvc.model.tuning = dict(type='Linear', cache_features=True)
+    with pytest.raises(ValueError, match="pipeline is random: "
+                       r"\['RandomCrop', 'RandomFlip'\]"):
+        check_cached_features(fgvc)

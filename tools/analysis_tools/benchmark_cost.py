@@ -61,6 +61,9 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
     cfg = copy.deepcopy(model_cfg)
     backbone = cfg['backbone']
     backbone.pop('init_cfg', None)
+    if 'tuning' in cfg:  # a TunedClassifier: the protocol of the method
+        cfg['tuning'] = dict(
+            type=dict(full='Full', linear='Linear').get(method, 'VPT'))
     if method in ('full', 'linear'):
         cls = PRETRAIN_MODELS.get(backbone['type'])
         plain = next(b for b in cls.__mro__

@@ -69,7 +69,8 @@ def build_tuned(backbone: str, tuning: dict, num_classes: int = 2,
         cfg['prompt_cfg'] = dict(num_tokens=num_tokens) if convnet else \
             dict(num_tokens=num_tokens, deep=deep)
     return MODELS.build(dict(
-        type='TunedClassifier', tuning=tuning, backbone=cfg,
+        _scope_='mmpretrain', type='TunedClassifier', tuning=tuning,
+        backbone=cfg,
         neck=spec['neck'],
         head=dict(type='LinearClsHead', num_classes=num_classes,
                   in_channels=spec['width'])))
