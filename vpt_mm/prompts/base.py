@@ -16,14 +16,18 @@ class AddedModule(nn.Module):
     group = 'added'
 
 
-def added_parameter_names(model: nn.Module) -> set:
-    """Names of every parameter that belongs to an :class:`AddedModule`."""
+def _parameter_names(model: nn.Module, kind: type) -> set:
     names = set()
     for mod_name, module in model.named_modules():
-        if isinstance(module, AddedModule):
+        if isinstance(module, kind):
             prefix = f'{mod_name}.' if mod_name else ''
             names.update(prefix + n for n, _ in module.named_parameters())
     return names
+
+
+def added_parameter_names(model: nn.Module) -> set:
+    """Names of every parameter that belongs to an :class:`AddedModule`."""
+    return _parameter_names(model, AddedModule)
 
 
 class PromptModule(AddedModule):
@@ -46,9 +50,4 @@ class PromptModule(AddedModule):
 
 def prompt_parameter_names(model: nn.Module) -> set:
     """Names of every parameter that belongs to a :class:`PromptModule`."""
-    names = set()
-    for mod_name, module in model.named_modules():
-        if isinstance(module, PromptModule):
-            prefix = f'{mod_name}.' if mod_name else ''
-            names.update(prefix + n for n, _ in module.named_parameters())
-    return names
+    return _parameter_names(model, PromptModule)
