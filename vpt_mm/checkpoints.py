@@ -119,7 +119,6 @@ def load_pretrained_backbone(backbone: nn.Module,
                             if unused else ''), logger='current')
 
 
-
 def tuned_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     """The tensors a task needs on top of the frozen backbone.
 

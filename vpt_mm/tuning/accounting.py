@@ -79,7 +79,9 @@ def count_parameters(model: nn.Module) -> ParamCount:
     return count
 
 
-def _truncate(value: float, digits: int = 2) -> str:
+def truncate_decimals(value: float, digits: int = 2) -> str:
+    """``value`` truncated (not rounded) to ``digits`` decimals, the paper's
+    convention for percentages: 0.537 -> '0.53'."""
     scale = 10**digits
     return f'{math.floor(value * scale) / scale:.{digits}f}'
 
@@ -89,9 +91,9 @@ def format_param_count(count: ParamCount) -> str:
     rows = [('backbone (frozen + tuned, no prompts)', count.backbone, '')]
     for group, num in sorted(count.tuned.items()):
         rows.append((f'tuned: {group}', num,
-                     f'{_truncate(count.percent(group))}%'))
+                     f'{truncate_decimals(count.percent(group))}%'))
     rows.append(('tuned: total', count.total_tuned,
-                 f'{_truncate(count.percent())}%'))
+                 f'{truncate_decimals(count.percent())}%'))
     width = max(len(r[0]) for r in rows)
     lines = [f'{"parameters":<{width}}  {"count":>13}  {"% backbone":>10}']
     lines += [f'{a:<{width}}  {b:>13,}  {c:>10}' for a, b, c in rows]

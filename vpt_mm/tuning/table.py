@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch.nn as nn
 
-from .accounting import _truncate, count_parameters
+from .accounting import count_parameters, truncate_decimals
 
 #: Backbones of the paper: the plain mmpretrain backbone (baselines), its
 #: prompted type (VPT), the neck and the feature width.
@@ -161,6 +161,6 @@ def format_table(rows: Sequence[ProtocolCost], num_tasks: int) -> str:
     ]
     for row in rows:
         lines.append(f'| {row.name} | {row.tuned:,} | '
-                     f'{_truncate(row.percent)}% | '
+                     f'{truncate_decimals(row.percent)}% | '
                      f'{row.total_multiple:.2f}x |')
     return '\n'.join(lines)
