@@ -8,12 +8,9 @@ Examples:
 """
 import argparse
 
-from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
-
-from vpt_mm.checkpoints import load_tuned
 from vpt_mm.runner import (
     add_common_args,
+    build_runner,
     load_config,
     setup_distributed,
     teardown_distributed,
@@ -27,6 +24,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint (.pth or tuned-only '
                         '.safetensors)')
     parser.add_argument('--out', help='dump the metrics to this json file')
+    parser.add_argument(
+        '--allow-other-backbone', action='store_true',
+        help='evaluate a tuned-only file on a backbone other than the one '
+        'it was trained on (a deliberate transfer; by default an error)')
     parser.add_argument(
         '--tta', action='store_true',
         help="test-time augmentation with the config's tta_model and "
@@ -48,19 +49,17 @@ def use_tta(cfg) -> None:
 def main() -> None:
     args = parse_args()
     cfg = load_config(args)
-    tuned_only = args.checkpoint.endswith('.safetensors')
-    cfg.load_from = None if tuned_only else args.checkpoint
+    # Loaded strictly by VPTRunner: a .pth must fit the model exactly and
+    # match its checksum; a .safetensors file goes on top of the config's
+    # pretrained backbone, which must be the one it was trained on.
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    if args.allow_other_backbone:
+        cfg.allow_other_backbone = True
     if args.tta:
         use_tta(cfg)
     setup_distributed(cfg)
-    runner = Runner.from_cfg(cfg)
-    if tuned_only:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        if args.tta:
-            model = model.module  # the tta_model's wrapped model
-        model.init_weights()
-        load_tuned(model, args.checkpoint)
+    runner = build_runner(cfg)
     metrics = runner.test()
     if args.out and runner.rank == 0:
         write_json(metrics, args.out)

@@ -7,10 +7,9 @@ Examples:
 import argparse
 import os.path as osp
 
-from mmengine.runner import Runner
-
 from vpt_mm.runner import (
     add_common_args,
+    build_runner,
     enable_amp,
     load_config,
     setup_distributed,
@@ -71,7 +70,7 @@ def main() -> None:
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
     setup_distributed(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
     if args.test:
         metrics = runner.test()

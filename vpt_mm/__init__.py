@@ -9,11 +9,24 @@ from . import compat
 
 compat.apply_all()
 
-from . import amp, backbones, datasets, hooks, tuning  # noqa: E402,F401
-from .checkpoints import load_tuned, save_tuned  # noqa: E402
+from . import (  # noqa: E402,F401
+    amp,
+    backbones,
+    datasets,
+    engine,
+    hooks,
+    tuning,
+)
+from .checkpoints import (  # noqa: E402
+    load_tuned,
+    register_safetensors_scheme,
+    save_tuned,
+)
 from .version import __version__  # noqa: E402
 
+register_safetensors_scheme()
+
 __all__ = [
-    '__version__', 'amp', 'backbones', 'datasets', 'hooks', 'load_tuned',
-    'save_tuned'
+    '__version__', 'amp', 'backbones', 'datasets', 'engine', 'hooks',
+    'load_tuned', 'save_tuned'
 ]

@@ -1,29 +1,50 @@
-"""Checkpoints: strict pretrained-backbone loading and tuned-only files.
+"""Checkpoints: strict loading everywhere weights feed a number.
 
 A VPT task is stored as its tuned tensors only (prompts + head, and whatever
 else the chosen protocol trains) in a safetensors file; the frozen backbone
 comes from its pretrained checkpoint. :func:`save_tuned` writes such a file
-and :func:`load_tuned` loads it strictly onto a freshly built model.
+with the sha256 of its tensors and the fingerprint of the frozen backbone it
+was trained on; :func:`load_tuned` loads it strictly onto a freshly built
+model and verifies both. :func:`load_full_checkpoint` is the strict loader of
+whole-model (mmengine) checkpoints, and :func:`load_pretrained_backbone` that
+of pretrained backbones.
+
+mmengine's own loaders (``load_checkpoint``, the mmpretrain / mmseg
+inferencers) read a ``.safetensors`` path through
+:func:`read_tuned_for_mmengine`: the file is verified, and the prompted
+backbone it is loaded into rebuilds its frozen weights from its pretrained
+checkpoint and checks the fingerprint before a tensor is copied.
 """
 from __future__ import annotations
 
+import logging
 import os
-from typing import Dict, Optional
+from collections import OrderedDict
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
+from .integrity import backbone_fingerprint, check_finite, digest
 from .prompts import (
     PromptModule,
     added_parameter_names,
     prompt_parameter_names,
 )
 
-TUNED_FORMAT = 'vpt_mm.tuned.v1'
+#: Format of tuned-only files. v1 files (no checksum, no backbone
+#: fingerprint) are refused: re-extract them from their training checkpoint.
+TUNED_FORMAT = 'vpt_mm.tuned.v2'
+#: Key of vpt_mm's integrity record in a training checkpoint's ``meta``.
+CHECKPOINT_META_KEY = 'vpt_mm'
+#: Parts of an mmengine checkpoint covered by its recorded sha256.
+CHECKSUMMED = ('state_dict', 'optimizer', 'param_schedulers', 'rng_state')
 
 __all__ = [
     'extract_state_dict', 'load_pretrained_backbone', 'tuned_state_dict',
-    'save_tuned', 'load_tuned', 'TUNED_FORMAT'
+    'save_tuned', 'load_tuned', 'read_tuned', 'frozen_fingerprint',
+    'checkpoint_record', 'verify_checkpoint', 'load_full_checkpoint',
+    'TUNED_FORMAT'
 ]
 
 
@@ -153,12 +174,34 @@ def _prompt_meta(model: nn.Module) -> Dict[str, str]:
     return meta
 
 
+def _backbone_of(model: nn.Module) -> Tuple[nn.Module, str]:
+    """The backbone of a classifier / segmentor and its key prefix; a bare
+    backbone is its own."""
+    backbone = getattr(model, 'backbone', None)
+    if isinstance(backbone, nn.Module):
+        return backbone, 'backbone.'
+    return model, ''
+
+
+def frozen_fingerprint(model: nn.Module) -> str:
+    """Fingerprint of the frozen tensors of ``model``'s backbone: everything
+    in its state dict that a tuned-only file does not hold (see
+    :func:`~vpt_mm.integrity.backbone_fingerprint`)."""
+    backbone, _ = _backbone_of(model)
+    return backbone_fingerprint(backbone, tuned_state_dict(backbone))
+
+
 def save_tuned(model: nn.Module, filename: str) -> Dict[str, torch.Tensor]:
     """Save only the tuned tensors of ``model`` to a safetensors file.
 
+    The file's metadata records the sha256 of the tensors and the
+    fingerprint of the frozen backbone they were trained on; the file is
+    written to a temporary name and renamed, so it is complete or absent.
+
     Args:
         model (nn.Module): Usually an mmpretrain ``ImageClassifier`` or an
-            mmseg ``EncoderDecoder`` with a prompted backbone.
+            mmseg ``EncoderDecoder`` with a prompted backbone, its backbone
+            being the one the tuned tensors were trained on.
         filename (str): Output path, conventionally ``*.safetensors``.
 
     Returns:
@@ -172,7 +215,12 @@ def save_tuned(model: nn.Module, filename: str) -> Dict[str, torch.Tensor]:
     }
     if not state:
         raise ValueError('The model has no trainable parameter to save')
-    meta = dict(format=TUNED_FORMAT, **_prompt_meta(model))
+    check_finite(state, 'save_tuned')
+    meta = dict(
+        format=TUNED_FORMAT,
+        sha256=digest(state),
+        backbone_fingerprint=frozen_fingerprint(model),
+        **_prompt_meta(model))
     dirname = os.path.dirname(os.path.abspath(filename))
     os.makedirs(dirname, exist_ok=True)
     tmp = f'{filename}.tmp'
@@ -181,52 +229,269 @@ def save_tuned(model: nn.Module, filename: str) -> Dict[str, torch.Tensor]:
     return state
 
 
-def load_tuned(model: nn.Module, filename: str) -> None:
-    """Load a tuned-only safetensors file strictly onto ``model``.
+def read_tuned(filename: str) -> Tuple[Dict[str, torch.Tensor], dict]:
+    """Read a tuned-only file and verify it: format, sha256 of its tensors,
+    finite values.
 
-    The file must hold exactly the model's tuned tensors (see
-    :func:`tuned_state_dict`) with the same shapes; a prompt file for another
-    prompt length or width is reported as such.
+    Returns:
+        tuple: The tensors and the file's metadata.
 
-    Args:
-        model (nn.Module): A freshly built model with its pretrained
-            backbone loaded.
-        filename (str): A file written by :func:`save_tuned`.
+    Raises:
+        ValueError: Naming what is wrong with the file.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(filename, framework='pt') as f:
-        meta = f.metadata() or {}
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'Tuned-only file {filename} does not exist')
+    try:
+        with safe_open(filename, framework='pt') as f:
+            meta = f.metadata() or {}
+        state = load_file(filename)
+    except Exception as err:  # the header itself is damaged
+        raise ValueError(f'{filename} is not a readable safetensors file: '
+                         f'{err}') from err
+    if meta.get('format') == 'vpt_mm.tuned.v1':
+        raise ValueError(
+            f'{filename} was written by an older vpt_mm without a checksum '
+            'or backbone fingerprint; extract it again from its training '
+            'checkpoint with tools/model_converters/extract_tuned.py')
     if meta.get('format') != TUNED_FORMAT:
         raise ValueError(f'{filename} is not a vpt_mm tuned-tensor file '
                          f'(format {meta.get("format")!r})')
+    actual = digest(state)
+    if actual != meta.get('sha256'):
+        raise ValueError(
+            f'{filename} is corrupted: its tensors hash to sha256 '
+            f'{actual[:16]}..., the file records {meta.get("sha256")!r:.19}')
+    check_finite(state, filename)
+    return state, meta
+
+
+def _check_fingerprint(recorded: Optional[str], actual: str, source: str,
+                       allow_other_backbone: bool) -> None:
+    if recorded == actual:
+        return
+    msg = (f'{source} was trained on the frozen backbone with fingerprint '
+           f'{recorded}, but the model\'s backbone has fingerprint {actual}:'
+           ' another pretrained checkpoint, a different conversion, or no '
+           'pretrained weights at all (init_cfg=None)')
+    if not allow_other_backbone:
+        raise ValueError(
+            msg + '. Load the backbone the file was trained on, or pass '
+            'allow_other_backbone (tools/test.py --allow-other-backbone) to '
+            'transfer the tuned tensors deliberately')
+    from mmengine.logging import print_log
+    print_log(msg + '; loading anyway (allow_other_backbone)',
+              logger='current', level=logging.WARNING)
+
+
+def _check_tuned_keys(expected: Dict[str, torch.Tensor],
+                      state: Dict[str, torch.Tensor], source: str) -> None:
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f'{source} does not fit the model: missing {missing[:5]}, '
+            f'unexpected {unexpected[:5]}')
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(
+                f'{source}: {key!r} has shape {tuple(value.shape)}, the '
+                f'model expects {tuple(expected[key].shape)}')
+
+
+def _check_prompt_meta(meta: dict, model: nn.Module, source: str) -> None:
     model_meta = _prompt_meta(model)
     for key in sorted(set(meta) & set(model_meta)):
         if meta[key] != model_meta[key]:
             name, attr = key.rsplit('.', 1)
             raise ValueError(
-                f'{filename} was saved for {attr}={meta[key]} at {name!r}, '
+                f'{source} was saved for {attr}={meta[key]} at {name!r}, '
                 f'but the model has {attr}={model_meta[key]}')
-    state = load_file(filename)
+
+
+def load_tuned(model: nn.Module,
+               filename: str,
+               allow_other_backbone: bool = False) -> dict:
+    """Load a tuned-only safetensors file strictly onto ``model``.
+
+    The file must hold exactly the model's tuned tensors (see
+    :func:`tuned_state_dict`) with the same shapes (a prompt file for
+    another prompt length or width is reported as such), its tensors must
+    match their recorded sha256, and the model's frozen backbone must be the
+    one the file was trained on (same fingerprint).
+
+    Args:
+        model (nn.Module): A freshly built model with its pretrained
+            backbone loaded.
+        filename (str): A file written by :func:`save_tuned`.
+        allow_other_backbone (bool): Load onto a backbone with another
+            fingerprint (a deliberate transfer), with a warning instead of
+            an error. Defaults to False.
+
+    Returns:
+        dict: The file's metadata.
+    """
+    state, meta = read_tuned(filename)
+    _check_prompt_meta(meta, model, filename)
     expected = tuned_state_dict(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f'{filename} does not fit the model: missing {missing[:5]}, '
-            f'unexpected {unexpected[:5]}')
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise ValueError(
-                f'{filename}: {key!r} has shape {tuple(value.shape)}, the '
-                f'model expects {tuple(expected[key].shape)}')
+    _check_tuned_keys(expected, state, filename)
+    _check_fingerprint(meta.get('backbone_fingerprint'),
+                       frozen_fingerprint(model), filename,
+                       allow_other_backbone)
     with torch.no_grad():
         for key, tensor in _named_tensors(model, expected).items():
             tensor.copy_(state[key])
+    return meta
 
 
 def _named_tensors(model: nn.Module, keys) -> Dict[str, torch.Tensor]:
     tensors = dict(model.named_parameters())
     tensors.update(model.named_buffers())
     return {k: tensors[k] for k in keys}
+
+
+def checkpoint_record(model: nn.Module, checkpoint: dict) -> dict:
+    """vpt_mm's integrity record of an mmengine checkpoint about to be
+    saved: the sha256 of its weights, optimizer, scheduler and RNG states,
+    and the fingerprint of the model's frozen backbone."""
+    return dict(
+        sha256=digest({k: checkpoint[k]
+                       for k in CHECKSUMMED if k in checkpoint}),
+        backbone_fingerprint=frozen_fingerprint(model))
+
+
+def verify_checkpoint(checkpoint: dict, filename: str) -> bool:
+    """Check an mmengine checkpoint against its recorded sha256.
+
+    Returns:
+        bool: True if verified; False if the checkpoint records no checksum
+        (written without vpt_mm's checkpoint hook).
+
+    Raises:
+        ValueError: If the contents do not match the record.
+    """
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f'{filename} is not a checkpoint (a dict), got '
+                         f'{type(checkpoint).__name__}')
+    record = checkpoint.get('meta', {}).get(CHECKPOINT_META_KEY)
+    if not record:
+        return False
+    actual = digest({k: checkpoint[k] for k in CHECKSUMMED
+                     if k in checkpoint})
+    if actual != record.get('sha256'):
+        raise ValueError(
+            f'{filename} is corrupted: its contents hash to sha256 '
+            f'{actual[:16]}..., the checkpoint records '
+            f'{str(record.get("sha256"))[:16]}...')
+    return True
+
+
+def load_full_checkpoint(model: nn.Module, state: Dict[str, torch.Tensor],
+                         source: str) -> None:
+    """Load a whole-model state dict strictly.
+
+    Every key of the model must be present with the same shape, and no
+    other key may be; floating tensors must be finite.
+
+    Raises:
+        ValueError: Naming the first bad key, and how many there are.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        kind = 'missing from' if missing else 'unexpected in'
+        raise ValueError(
+            f'{source} does not fit the model: key {first!r} is {kind} the '
+            f'checkpoint ({len(missing)} missing, {len(unexpected)} '
+            'unexpected keys in all). Is it a checkpoint of this config '
+            '(prompt length, depth, protocol, number of classes)?')
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f'{source} does not fit the model: {key!r} has shape '
+                f'{tuple(value.shape)} in the checkpoint, '
+                f'{tuple(expected[key].shape)} in the model. Is it a '
+                'checkpoint of this config (prompt length, depth, protocol, '
+                'number of classes)?')
+    check_finite(state, source)
+    model.load_state_dict(state, strict=True)
+
+
+class _TunedMarker(dict):
+    """``state_dict._metadata`` of a tuned-only file read by mmengine's
+    generic loader: every module's ``local_metadata`` carries the file's
+    record, so a prompted backbone's load pre-hook can recognise it."""
+
+    def __init__(self, record: dict) -> None:
+        super().__init__()
+        self.record = record
+
+    def get(self, key, default=None):
+        return {'vpt_mm_tuned': self.record}
+
+
+def read_tuned_for_mmengine(filename: str, map_location=None) -> dict:
+    """mmengine ``CheckpointLoader`` scheme of ``*.safetensors`` paths.
+
+    Used by every generic mmengine loader (``load_checkpoint``, the
+    mmpretrain and mmseg inferencers). The file is verified
+    (:func:`read_tuned`); its state dict carries the file's record, which
+    :func:`check_tuned_source` (called by the prompted backbones' load
+    pre-hook) uses to rebuild and verify the frozen backbone.
+    """
+    state, meta = read_tuned(filename)
+    state = OrderedDict(state)
+    state._metadata = _TunedMarker(dict(meta, filename=filename))
+    return dict(state_dict=state, meta=dict(vpt_mm_tuned=filename))
+
+
+def check_tuned_source(backbone: nn.Module, state: dict, prefix: str,
+                       local_metadata: dict) -> None:
+    """Load pre-hook of the prompted backbones: a tuned-only file loaded by
+    a generic mmengine loader needs the backbone it was trained on.
+
+    If the backbone is not that one and its ``init_cfg`` is a pretrained
+    checkpoint that was not loaded yet (mmpretrain's ``get_model`` never
+    initialises weights), the checkpoint is loaded first. The backbone's
+    keys in the file must be exactly its tuned tensors.
+
+    Raises:
+        ValueError: On another backbone (naming both fingerprints) or a key
+            that does not fit.
+    """
+    record = local_metadata.get('vpt_mm_tuned') if local_metadata else None
+    if not record:
+        return
+    source = record.get('filename', 'tuned-only file')
+    _check_prompt_meta({k[len(prefix):]: v for k, v in record.items()
+                        if k.startswith(prefix)}, backbone, source)
+    expected = tuned_state_dict(backbone)
+    own = {k[len(prefix):]: v for k, v in state.items()
+           if k.startswith(prefix)}
+    _check_tuned_keys(expected, own, source)
+    recorded = record.get('backbone_fingerprint')
+    init_cfg = getattr(backbone, 'init_cfg', None)
+    if (frozen_fingerprint(backbone) != recorded
+            and isinstance(init_cfg, dict)
+            and init_cfg.get('type') == 'Pretrained'):
+        backbone.init_weights()
+    _check_fingerprint(recorded, frozen_fingerprint(backbone), source,
+                       allow_other_backbone=False)
+
+
+def register_safetensors_scheme() -> None:
+    """Let mmengine's ``CheckpointLoader`` read ``*.safetensors`` paths
+    through :func:`read_tuned_for_mmengine` (idempotent)."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(
+        prefixes=SAFETENSORS_SCHEME, loader=read_tuned_for_mmengine,
+        force=True)
+
+
+#: Matches a path ending in ``.safetensors`` (mmengine matches schemes with
+#: ``re.match`` at the start of the path).
+SAFETENSORS_SCHEME = r'(?=.*\.safetensors$)'

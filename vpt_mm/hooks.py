@@ -1,12 +1,27 @@
 """Hooks registered into mmpretrain's ``HOOKS``."""
 from __future__ import annotations
 
+import math
+import os
+import os.path as osp
 from typing import Optional
 
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 
-from .registry import HOOKS
+from .integrity import (
+    atomic_replace,
+    atomic_write_text,
+    rng_state,
+    set_rng_state,
+)
+from .registry import ENGINE_HOOKS, HOOKS
+from .runner import write_json
+
+#: Written to a work dir by :class:`NonFiniteLossHook` when a run diverges.
+DIVERGED_FILE = 'diverged.json'
+#: Suffix of a checkpoint being written.
+TMP_SUFFIX = '.tmp'
 
 
 @HOOKS.register_module()
@@ -47,3 +62,127 @@ class NumClassesCheckHook(Hook):
 
     def before_test(self, runner) -> None:
         self._check(runner, runner.test_loop.dataloader, 'test')
+
+
+@ENGINE_HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stop training at the first non-finite loss.
+
+    A diverged run (NaN or inf loss, e.g. from too large a learning rate)
+    would otherwise train to the end, save NaN prompts and score 0.0. This
+    hook raises a :class:`FloatingPointError` naming the iteration, the loss
+    and the learning rate, and writes the same to
+    ``<work_dir>/diverged.json`` (which ``tools/sweep.py`` reads to record
+    the grid point as diverged). It is on in every vpt_mm config
+    (``default_hooks.finite_loss``); ``--cfg-options
+    default_hooks.finite_loss=None`` switches it off.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs: Optional[dict] = None) -> None:
+        if not outputs:
+            return
+        losses = {
+            k: float(v)
+            for k, v in outputs.items() if k.startswith('loss')
+        }
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if not bad:
+            return
+        lrs = runner.optim_wrapper.get_lr()
+        lr = {k: [float(x) for x in v] for k, v in lrs.items()}
+        info = dict(
+            iter=runner.iter + 1,
+            epoch=runner.epoch + 1,
+            loss=losses,
+            lr=lr.get('lr', lr))
+        write_json(info, osp.join(runner.work_dir, DIVERGED_FILE))
+        raise FloatingPointError(
+            f'Training diverged: non-finite loss {bad} at iteration '
+            f'{info["iter"]} (epoch {info["epoch"]}), lr {info["lr"]}. '
+            'Lower the learning rate; recorded in '
+            f'{osp.join(runner.work_dir, DIVERGED_FILE)}')
+
+
+@ENGINE_HOOKS.register_module()
+class VPTCheckpointHook(CheckpointHook):
+    """mmengine's ``CheckpointHook`` with checkpoints a number can rely on.
+
+    - **Atomic**: each checkpoint is written to a temporary file and
+      renamed; ``last_checkpoint`` is rewritten the same way, after the
+      file is complete; older checkpoints are deleted only then. A process
+      killed at any moment leaves the previous checkpoint usable.
+    - **Verified**: the checkpoint's ``meta['vpt_mm']`` records the sha256
+      of its weights, optimizer, scheduler and RNG states, and the
+      fingerprint of the frozen backbone; :class:`~vpt_mm.engine.VPTRunner`
+      checks the sha256 when it loads one.
+    - **Exact resume**: the RNG states of every process (python, numpy,
+      torch, CUDA) are saved, and validation during training runs on a
+      stashed copy of them, so the training stream of random numbers does
+      not depend on whether (or where) the run was interrupted.
+
+    :class:`~vpt_mm.engine.VPTRunner` uses it in place of
+    ``CheckpointHook``; the arguments are mmengine's.
+    """
+
+    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
+        from mmengine.dist import all_gather_object, is_main_process
+        from mmengine.fileio import LocalBackend
+        self._rng_states = all_gather_object(rng_state())
+        if not isinstance(self.file_backend, LocalBackend):
+            # Remote storage has no rename; mmengine's order of operations.
+            return super()._save_checkpoint_with_step(runner, step, meta)
+        delete = []
+        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and
+                                            self.keep_ckpt_ids[-1] == step):
+            if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                delete.append(self.keep_ckpt_ids.popleft())
+            self.keep_ckpt_ids.append(step)
+            runner.message_hub.update_info('keep_ckpt_ids',
+                                           list(self.keep_ckpt_ids))
+        ckpt_filename = self.filename_tmpl.format(step)
+        self.last_ckpt = osp.join(self.out_dir, ckpt_filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+        runner.save_checkpoint(
+            self.out_dir,
+            ckpt_filename + TMP_SUFFIX,
+            self.file_client_args,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            backend_args=self.backend_args,
+            **self.args)
+        if not is_main_process():
+            return
+        atomic_replace(self.last_ckpt + TMP_SUFFIX, self.last_ckpt)
+        atomic_write_text(
+            osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
+        for old in delete:
+            path = osp.join(self.out_dir, self.filename_tmpl.format(old))
+            if osp.isfile(path):
+                os.remove(path)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Add the RNG states and the integrity record."""
+        from .checkpoints import CHECKPOINT_META_KEY, checkpoint_record
+        states = getattr(self, '_rng_states', None)
+        checkpoint['rng_state'] = states if states else [rng_state()]
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        checkpoint['meta'][CHECKPOINT_META_KEY] = checkpoint_record(
+            model, checkpoint)
+
+    def before_val(self, runner) -> None:
+        self._val_rng = rng_state()
+
+    def after_val(self, runner) -> None:
+        state = getattr(self, '_val_rng', None)
+        if state is not None:
+            set_rng_state(state)
+            self._val_rng = None

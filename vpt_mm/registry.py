@@ -2,12 +2,17 @@
 
 Models are registered into both mmpretrain's and mmsegmentation's ``MODELS``
 (reachable as ``mmpretrain.PromptedViT`` and ``mmseg.PromptedViT`` from any
-scope); datasets, hooks and transforms into mmpretrain's.
+scope); datasets, hooks and transforms into mmpretrain's. The runner and the
+hooks every config needs (checkpoints, divergence) are registered into
+mmengine's root registries (``ENGINE_HOOKS``, ``RUNNERS``), which every scope
+falls back to.
 """
 from __future__ import annotations
 
 from typing import Callable
 
+from mmengine.registry import HOOKS as ENGINE_HOOKS
+from mmengine.registry import RUNNERS
 from mmpretrain.registry import (  # noqa: F401
     DATASETS,
     HOOKS,
@@ -18,7 +23,8 @@ from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 from mmseg.registry import MODELS as SEG_MODELS
 
 __all__ = [
-    'DATASETS', 'HOOKS', 'PRETRAIN_MODELS', 'SEG_MODELS', 'register_model'
+    'DATASETS', 'ENGINE_HOOKS', 'HOOKS', 'PRETRAIN_MODELS', 'RUNNERS',
+    'SEG_MODELS', 'register_model'
 ]
 
 

@@ -182,6 +182,18 @@ def load_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def build_runner(cfg: Config):
+    """The runner of vpt_mm's tools: the config's ``runner_type`` if it
+    names one, else :class:`~vpt_mm.engine.VPTRunner` (strict, verified
+    loading and exact resume)."""
+    from mmengine.registry import RUNNERS
+
+    from .engine import VPTRunner
+    if cfg.get('runner_type', None) is not None:
+        return RUNNERS.build(cfg)
+    return VPTRunner.from_cfg(cfg)
+
+
 def _json_scalar(value: object) -> object:
     """numpy / torch scalars (e.g. mmseg's metrics) as Python numbers."""
     if hasattr(value, 'item'):

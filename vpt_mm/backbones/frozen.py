@@ -5,7 +5,7 @@ from typing import Sequence
 
 from mmpretrain.models.backbones import VisionTransformer
 
-from ..checkpoints import load_pretrained_backbone
+from ..checkpoints import check_tuned_source, load_pretrained_backbone
 from ..prompts import PromptModule
 from ..registry import register_model
 from ..tuning.protocols import set_trainable
@@ -26,6 +26,11 @@ class FrozenBackboneMixin:
       drop-path or normalisation statistics.
     - :meth:`init_weights` loads ``init_cfg=dict(type='Pretrained', ...)``
       strictly: only prompt keys may be missing.
+    - A tuned-only ``.safetensors`` file loaded by a generic mmengine loader
+      (e.g. mmpretrain's ``ImageClassificationInferencer(cfg,
+      pretrained=FILE)``) first loads the pretrained backbone and checks
+      that it is the one the file was trained on
+      (:func:`~vpt_mm.checkpoints.check_tuned_source`).
     """
 
     freeze_backbone = False
@@ -51,6 +56,11 @@ class FrozenBackboneMixin:
         if freeze:
             set_trainable(self, self.trainable)
         self.train(self.training)
+        self._register_load_state_dict_pre_hook(self._check_tuned_source)
+
+    def _check_tuned_source(self, state_dict, prefix, local_metadata,
+                            *args) -> None:
+        check_tuned_source(self, state_dict, prefix, local_metadata)
 
     def train(self, mode: bool = True):
         """Set train mode on the prompts only when the backbone is frozen."""

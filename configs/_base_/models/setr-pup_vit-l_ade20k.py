@@ -9,6 +9,10 @@
 _base_ = ['mmseg::setr/setr_vit-l_pup_8xb2-160k_ade20k-512x512.py']
 
 custom_imports = dict(imports=['vpt_mm'], allow_failed_imports=False)
+# vpt_mm's runner (strict, verified loading; exact resume) and the stop at a
+# non-finite loss, as in configs/_base_/default_runtime.py.
+runner_type = 'VPTRunner'
+default_hooks = dict(finite_loss=dict(type='NonFiniteLossHook'))
 
 model = dict(
     backbone=dict(

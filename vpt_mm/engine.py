@@ -1,0 +1,194 @@
+"""VPTRunner: mmengine's Runner with loading that cannot go silently wrong.
+
+Every vpt_mm config sets ``runner_type='VPTRunner'`` (in
+``configs/_base_/default_runtime.py``), so ``tools/train.py``,
+``tools/test.py`` and mmpretrain's / mmseg's own tools (which build
+``runner_type`` through ``RUNNERS``) all get it:
+
+- ``load_from``, ``tools/test.py CONFIG CKPT`` and ``--resume`` load a
+  ``.pth`` **strictly** (every key present, none extra, same shapes, finite
+  values) after checking its recorded sha256; a tuned-only ``.safetensors``
+  is loaded on top of the config's pretrained backbone, whose fingerprint
+  must be the one the file was trained on
+  (``allow_other_backbone=True`` in the config allows a deliberate
+  transfer).
+- ``--resume`` restores the RNG states saved with the checkpoint, so the
+  resumed run continues the uninterrupted one bit for bit; ``--resume``
+  without a path takes the newest complete checkpoint of the work dir.
+- The checkpoint hook is :class:`~vpt_mm.hooks.VPTCheckpointHook` (atomic
+  writes, checksums, RNG states).
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os.path as osp
+import re
+from typing import Callable, Optional, Union
+
+from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import _load_checkpoint
+
+from .checkpoints import load_full_checkpoint, load_tuned, verify_checkpoint
+from .integrity import set_rng_state
+from .registry import RUNNERS
+
+#: Checkpoint files of a work dir, with their step.
+CHECKPOINT_NAME = re.compile(r'^(?:epoch|iter)_(\d+)\.pth$')
+
+
+def latest_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` without a path continues from.
+
+    ``last_checkpoint`` names it when it names a file that exists;
+    otherwise (an empty or stale ``last_checkpoint`` left by a process
+    killed while writing it) the checkpoint with the highest step in
+    ``work_dir``. Checkpoints are written atomically, so every ``*.pth``
+    found is complete.
+    """
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    named = ''
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            named = f.read().strip()
+        if named and osp.isfile(named):
+            return named
+    found = []
+    for path in glob.glob(osp.join(work_dir, '*.pth')):
+        match = CHECKPOINT_NAME.match(osp.basename(path))
+        if match:
+            found.append((int(match.group(1)), path))
+    if not found:
+        return None
+    path = max(found)[1]
+    from mmengine.logging import print_log
+    print_log(
+        f'{pointer} names {named!r}, which does not exist; resuming from the '
+        f'newest checkpoint in {work_dir}: {path}',
+        logger='current',
+        level=logging.WARNING)
+    return path
+
+
+@RUNNERS.register_module()
+class VPTRunner(Runner):
+    """mmengine's ``Runner`` with strict, verified loading and exact resume.
+
+    Arguments are those of :class:`mmengine.runner.Runner`; the config key
+    ``allow_other_backbone`` (default False) lets a tuned-only file load onto
+    a backbone it was not trained on, with a warning.
+    """
+
+    _weights_ready = False
+    _loaded_checkpoint: Optional[dict] = None
+
+    @property
+    def allow_other_backbone(self) -> bool:
+        """The config's ``allow_other_backbone`` (default False)."""
+        value = self.cfg.get('allow_other_backbone', False)
+        if not isinstance(value, bool):
+            raise TypeError('allow_other_backbone must be True or False, got '
+                            f'{value!r}')
+        return value
+
+    def register_default_hooks(self, hooks=None) -> None:
+        """mmengine's default hooks, with :class:`VPTCheckpointHook` in
+        place of ``CheckpointHook``."""
+        hooks = dict(hooks or {})
+        ckpt = hooks.get('checkpoint', dict(type='CheckpointHook',
+                                            interval=1))
+        if isinstance(ckpt, dict) and ckpt.get('type') == 'CheckpointHook':
+            hooks['checkpoint'] = dict(ckpt, type='VPTCheckpointHook')
+        super().register_default_hooks(hooks)
+
+    def _init_model_weights(self) -> None:
+        super()._init_model_weights()
+        self._weights_ready = True
+
+    def _bare_model(self):
+        model = self.model.module if is_model_wrapper(
+            self.model) else self.model
+        if isinstance(model, BaseTTAModel):
+            model = model.module
+        return model
+
+    def load_checkpoint(self,
+                        filename: str,
+                        map_location: Union[str, Callable] = 'cpu',
+                        strict: bool = True,
+                        revise_keys: list = [(r'^module\.', '')]) -> dict:
+        """Load a checkpoint strictly (``strict`` is ignored: always).
+
+        A ``.pth`` must match its recorded sha256 (if it records one) and
+        fit the model exactly; a ``.safetensors`` tuned-only file is loaded
+        on top of the config's pretrained backbone (initialised first if
+        the runner has not done it), whose fingerprint must match.
+        """
+        model = self._bare_model()
+        if str(filename).endswith('.safetensors'):
+            if not self._weights_ready:
+                model.init_weights()
+                self._weights_ready = True
+            meta = load_tuned(model, filename, self.allow_other_backbone)
+            self._has_loaded = True
+            self.logger.info(f'Loaded the tuned-only file {filename} '
+                             '(sha256 and backbone fingerprint verified)')
+            return dict(meta=dict(vpt_mm_tuned=meta))
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        verified = verify_checkpoint(checkpoint, filename)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        state = checkpoint.get('state_dict', checkpoint)
+        for pattern, repl in revise_keys:
+            state = {re.sub(pattern, repl, k): v for k, v in state.items()}
+        load_full_checkpoint(model, state, filename)
+        self._has_loaded = True
+        self._loaded_checkpoint = checkpoint
+        if verified:
+            self.logger.info(f'Loaded checkpoint {filename} (strict, sha256 '
+                             'verified)')
+        else:
+            self.logger.warning(
+                f'Loaded checkpoint {filename} strictly; it records no '
+                'sha256 (not written by vpt_mm), so its bytes could not be '
+                'verified')
+        return checkpoint
+
+    def load_or_resume(self) -> None:
+        """mmengine's, with ``--resume`` (no path) taking the newest
+        complete checkpoint (:func:`latest_checkpoint`)."""
+        if self._resume and self._load_from is None and not self._has_loaded:
+            self._load_from = latest_checkpoint(self.work_dir)
+            if self._load_from is None:
+                self.logger.info(f'No checkpoint in {self.work_dir} to '
+                                 'resume from; training from the start')
+                self._resume = False
+        super().load_or_resume()
+
+    def resume(self,
+               filename: str,
+               resume_optimizer: bool = True,
+               resume_param_scheduler: bool = True,
+               map_location: Union[str, Callable] = 'default') -> None:
+        """mmengine's resume, plus the RNG states saved in the checkpoint
+        (this process's own, in a distributed run)."""
+        if str(filename).endswith('.safetensors'):
+            raise ValueError(
+                f'--resume needs a training checkpoint (.pth with optimizer '
+                f'and scheduler states), not the tuned-only file {filename}; '
+                'use load_from to start a new run from it')
+        super().resume(filename, resume_optimizer, resume_param_scheduler,
+                       map_location)
+        states = (self._loaded_checkpoint or {}).get('rng_state')
+        if not states:
+            self.logger.warning(
+                f'{filename} holds no RNG state (not written by vpt_mm): '
+                'the resumed run will not repeat the uninterrupted one '
+                'exactly')
+        elif len(states) != self.world_size:
+            self.logger.warning(
+                f'{filename} was saved by {len(states)} processes, this run '
+                f'has {self.world_size}: RNG states are not restored, so the '
+                'resumed run will not repeat the uninterrupted one exactly')
+        else:
+            set_rng_state(states[self.rank])

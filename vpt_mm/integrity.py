@@ -1,0 +1,190 @@
+"""What makes a number trustworthy: checksums, backbone fingerprints, RNG
+state and atomic files.
+
+- :func:`digest` is the sha256 of a nested structure of tensors, numbers and
+  strings (a state dict, an optimizer state). Checkpoints and tuned-only
+  files written by vpt_mm record the digest of what they hold, so flipped
+  bytes are found when they are loaded.
+- :func:`backbone_fingerprint` is the digest of a backbone's frozen tensors:
+  a tuned-only file records the fingerprint of the backbone it was trained
+  on, and loading it onto another (or a random) backbone is an error. It is
+  computed once per process for a given set of tensors and cached.
+- :func:`rng_state` / :func:`set_rng_state` capture and restore every random
+  number generator a training step draws from (python, numpy, torch, CUDA),
+  so a resumed run continues the uninterrupted one bit for bit.
+- :func:`atomic_write_text` writes a small file so that it is complete or
+  absent.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import os.path as osp
+import random
+from typing import Any, Dict, Iterable, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+__all__ = [
+    'digest', 'backbone_fingerprint', 'check_finite', 'rng_state',
+    'set_rng_state', 'atomic_write_text'
+]
+
+
+def _update_tensor(h: 'hashlib._Hash', tensor: torch.Tensor) -> None:
+    tensor = tensor.detach()
+    if tensor.device.type != 'cpu':
+        tensor = tensor.cpu()
+    h.update(f'T{tensor.dtype}{tuple(tensor.shape)}'.encode())
+    flat = tensor.contiguous().reshape(-1)
+    if flat.numel():
+        h.update(memoryview(flat.view(torch.uint8).numpy()))
+
+
+def _update(h: 'hashlib._Hash', obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        _update_tensor(h, obj)
+    elif isinstance(obj, np.ndarray):
+        _update_tensor(h, torch.from_numpy(np.ascontiguousarray(obj)))
+    elif isinstance(obj, Mapping):
+        h.update(f'D{len(obj)}'.encode())
+        for key in sorted(obj, key=repr):
+            h.update(f'K{key!r}'.encode())
+            _update(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(f'L{len(obj)}'.encode())
+        for item in obj:
+            _update(h, item)
+    elif obj is None or isinstance(obj, (bool, int, float, str, bytes,
+                                         np.generic, torch.dtype)):
+        h.update(f'V{type(obj).__name__}:{obj!r}'.encode())
+    else:
+        raise TypeError(f'Cannot checksum an object of type '
+                        f'{type(obj).__name__}')
+
+
+def digest(obj: Any) -> str:
+    """The sha256 (hex) of tensors, arrays and plain values, nested in dicts,
+    lists and tuples. Dict keys are hashed in sorted order; tensors by dtype,
+    shape and bytes (wherever they live), so the digest does not depend on
+    the device or on insertion order.
+
+    Args:
+        obj: A state dict, an optimizer state dict, a list of RNG states...
+
+    Returns:
+        str: 64 hex digits.
+    """
+    h = hashlib.sha256()
+    _update(h, obj)
+    return h.hexdigest()
+
+
+#: Fingerprints already computed in this process, keyed by the identity and
+#: version of every tensor hashed (an in-place change or a reload gives a new
+#: key).
+_FINGERPRINTS: Dict[tuple, str] = {}
+
+
+def backbone_fingerprint(backbone: nn.Module,
+                         exclude: Iterable[str] = ()) -> str:
+    """The digest of a backbone's frozen tensors, cached per process.
+
+    Args:
+        backbone (nn.Module): The backbone (its ``state_dict``: parameters
+            and persistent buffers).
+        exclude (Iterable[str]): Keys of ``backbone.state_dict()`` that are
+            not frozen (prompts, tuned biases, adapters, ...).
+
+    Returns:
+        str: 64 hex digits.
+    """
+    exclude = set(exclude)
+    state = {
+        k: v
+        for k, v in backbone.state_dict(keep_vars=True).items()
+        if k not in exclude
+    }
+    key = tuple((k, v.data_ptr(), v._version, tuple(v.shape), v.dtype,
+                 str(v.device)) for k, v in sorted(state.items()))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = digest(state)
+    return _FINGERPRINTS[key]
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse a state dict with NaN or infinite values.
+
+    Raises:
+        ValueError: Naming the first non-finite tensor of ``source``.
+    """
+    for key, value in state.items():
+        if (isinstance(value, torch.Tensor) and value.is_floating_point()
+                and not bool(torch.isfinite(value).all())):
+            bad = int((~torch.isfinite(value)).sum())
+            raise ValueError(
+                f'{source}: {key!r} holds {bad} non-finite value(s) (NaN or '
+                'inf); it comes from a diverged run and gives no meaningful '
+                'number')
+
+
+def rng_state() -> Dict[str, Any]:
+    """Every random state a training step draws from, in plain types
+    (loadable with ``torch.load(weights_only=True)``)."""
+    version, keys, gauss = random.getstate()
+    name, np_keys, pos, has_gauss, cached = np.random.get_state()
+    state = dict(
+        python=[version, list(keys), gauss],
+        numpy=dict(
+            name=name,
+            keys=torch.from_numpy(np_keys.astype(np.int64)),
+            pos=int(pos),
+            has_gauss=int(has_gauss),
+            cached_gaussian=float(cached)),
+        torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, keys, gauss = state['python']
+    random.setstate((version, tuple(keys), gauss))
+    np_state = state['numpy']
+    np.random.set_state(
+        (np_state['name'], np_state['keys'].numpy().astype(np.uint32),
+         np_state['pos'], np_state['has_gauss'],
+         np_state['cached_gaussian']))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so
+    ``path`` is either its previous version or the complete new one."""
+    tmp = f'{path}.tmp'
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(tmp, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_replace(tmp: str, path: str) -> None:
+    """Make the complete file ``tmp`` appear as ``path`` (fsync, rename)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def optional_digest(obj: Optional[Any]) -> Optional[str]:
+    """:func:`digest`, or None for None."""
+    return None if obj is None else digest(obj)
