@@ -15,6 +15,19 @@ def _seed():
     init_default_scope('mmpretrain')
 
 
+@pytest.fixture
+def pretrained(tmp_path):
+    """A randomly initialised mmpretrain ViT (TINY, 32x32, 8x8 patches)
+    saved as a pretrained backbone checkpoint; its path."""
+    from mmpretrain.models.backbones import VisionTransformer
+    path = str(tmp_path / 'backbone.pth')
+    torch.save(
+        dict(
+            state_dict=VisionTransformer(
+                arch=TINY, img_size=32, patch_size=8).state_dict()), path)
+    return path
+
+
 def tiny_vit(prompt_cfg=None, **kwargs):
     """A 4-layer ViT with 8x8 patches at 32x32 (16 patches)."""
     from vpt_mm.backbones import PromptedViT

@@ -34,17 +34,6 @@ def classifier(num_tokens=5, deep=True, pretrained=None, embed_dims=32):
                 loss=dict(type='CrossEntropyLoss'))))
 
 
-@pytest.fixture
-def pretrained(tmp_path):
-    from mmpretrain.models.backbones import VisionTransformer
-    path = str(tmp_path / 'backbone.pth')
-    torch.save(
-        dict(
-            state_dict=VisionTransformer(
-                arch=TINY, img_size=32, patch_size=8).state_dict()), path)
-    return path
-
-
 def test_tuned_round_trip(tmp_path, pretrained):
     model = classifier(pretrained=pretrained)
     model.init_weights()

@@ -34,6 +34,9 @@ from .checkpoints import load_full_checkpoint, load_tuned, verify_checkpoint
 from .integrity import set_rng_state
 from .registry import RUNNERS
 
+#: mmengine's own default hook names (None removes them).
+MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger',
+                          'param_scheduler', 'checkpoint')
 #: Checkpoint files of a work dir, with their step.
 CHECKPOINT_NAME = re.compile(r'^(?:epoch|iter)_(\d+)\.pth$')
 
@@ -94,8 +97,14 @@ class VPTRunner(Runner):
 
     def register_default_hooks(self, hooks=None) -> None:
         """mmengine's default hooks, with :class:`VPTCheckpointHook` in
-        place of ``CheckpointHook``."""
-        hooks = dict(hooks or {})
+        place of ``CheckpointHook``. Any entry set to None is switched off
+        (mmengine allows that for its own names only), e.g.
+        ``default_hooks.finite_loss=None``."""
+        hooks = {
+            k: v
+            for k, v in (hooks or {}).items()
+            if v is not None or k in MMENGINE_DEFAULT_HOOKS
+        }
         ckpt = hooks.get('checkpoint', dict(type='CheckpointHook',
                                             interval=1))
         if isinstance(ckpt, dict) and ckpt.get('type') == 'CheckpointHook':

@@ -11,7 +11,8 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-model = dict(tuning=dict(type='Adapter', reduction=8), head=dict(num_classes=100))
+model = dict(
+    tuning=dict(type='Adapter', reduction=8), head=dict(num_classes=100))
 
 optim_wrapper = dict(optimizer=dict(lr=2.5, weight_decay=1e-4))
 # Evaluate the test split once, after the last epoch.

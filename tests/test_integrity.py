@@ -1,0 +1,132 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_checkpoints import classifier
+from vpt_mm.checkpoints import (
+    load_full_checkpoint,
+    load_tuned,
+    save_tuned,
+    verify_checkpoint,
+)
+from vpt_mm.engine import latest_checkpoint
+from vpt_mm.integrity import (
+    backbone_fingerprint,
+    check_finite,
+    digest,
+    rng_state,
+    set_rng_state,
+)
+
+
+def test_digest_is_order_independent_and_sensitive():
+    a = {'x': torch.arange(4.), 'y': [1, 2.5, None, 'z']}
+    b = {'y': [1, 2.5, None, 'z'], 'x': torch.arange(4.)}
+    assert digest(a) == digest(b)
+    assert digest(a) != digest({'x': torch.arange(4.).double(), 'y': a['y']})
+    c = {'x': torch.arange(4.), 'y': [1, 2.5, None, 'z']}
+    c['x'][2] = 2.0000002
+    assert digest(a) != digest(c)
+    assert digest(torch.zeros(2, 3)) != digest(torch.zeros(3, 2))
+    with pytest.raises(TypeError, match='Cannot checksum'):
+        digest(object())
+
+
+def test_fingerprint_follows_the_frozen_tensors():
+    model = classifier()
+    before = backbone_fingerprint(model.backbone, ['prompt.embeddings'])
+    with torch.no_grad():
+        model.backbone.prompt.embeddings.add_(1)  # tuned: excluded
+    assert backbone_fingerprint(model.backbone,
+                                ['prompt.embeddings']) == before
+    with torch.no_grad():
+        model.backbone.layers[0].ln1.weight.add_(1e-3)  # frozen
+    assert backbone_fingerprint(model.backbone,
+                                ['prompt.embeddings']) != before
+
+
+def test_rng_state_round_trip():
+    state = rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(3))
+    set_rng_state(state)
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert first[:2] == again[:2] and torch.equal(first[2], again[2])
+
+
+def test_check_finite_names_the_tensor():
+    with pytest.raises(ValueError, match=r"'b' holds 1 non-finite"):
+        check_finite({'a': torch.ones(2), 'b': torch.tensor([1., np.nan])},
+                     'ckpt')
+
+
+def test_tuned_file_on_another_backbone(tmp_path, pretrained):
+    model = classifier(pretrained=pretrained)
+    model.init_weights()
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(model, path)
+    random_backbone = classifier(pretrained=None)
+    with pytest.raises(ValueError, match='trained on the frozen backbone '
+                       'with fingerprint [0-9a-f]{64}, but the model.s '
+                       'backbone has fingerprint [0-9a-f]{64}'):
+        load_tuned(random_backbone, path)
+    load_tuned(random_backbone, path, allow_other_backbone=True)
+    assert torch.equal(random_backbone.head.fc.weight, model.head.fc.weight)
+
+
+def test_corrupted_or_old_tuned_file(tmp_path, pretrained):
+    model = classifier(pretrained=pretrained)
+    model.init_weights()
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(model, path)
+    data = bytearray(open(path, 'rb').read())
+    data[-7] ^= 0x01
+    bad = str(tmp_path / 'bad.safetensors')
+    open(bad, 'wb').write(bytes(data))
+    with pytest.raises(ValueError, match='is corrupted'):
+        load_tuned(model, bad)
+    from safetensors.torch import save_file
+    old = str(tmp_path / 'old.safetensors')
+    save_file({'head.fc.bias': torch.zeros(3)}, old,
+              metadata=dict(format='vpt_mm.tuned.v1'))
+    with pytest.raises(ValueError, match='older vpt_mm without a checksum'):
+        load_tuned(model, old)
+
+
+def test_nan_tensors_are_never_saved(tmp_path):
+    model = classifier()
+    with torch.no_grad():
+        model.backbone.prompt.embeddings.fill_(float('nan'))
+    with pytest.raises(ValueError, match='non-finite'):
+        save_tuned(model, str(tmp_path / 'nan.safetensors'))
+
+
+def test_full_checkpoint_checks(tmp_path):
+    model = classifier()
+    state = dict(model.state_dict())
+    load_full_checkpoint(classifier(), state, 'ckpt')
+    with pytest.raises(ValueError, match="key 'head.fc.bias' is missing"):
+        load_full_checkpoint(model, {k: v for k, v in state.items()
+                                     if k != 'head.fc.bias'}, 'ckpt')
+    with pytest.raises(ValueError, match="key 'extra' is unexpected"):
+        load_full_checkpoint(model, dict(state, extra=torch.ones(1)), 'ckpt')
+    with pytest.raises(ValueError, match=r"\(4, 5, 32\) in the checkpoint, "
+                       r'\(4, 2, 32\) in the model'):
+        load_full_checkpoint(classifier(num_tokens=2), state, 'ckpt')
+    nan = dict(state, **{'head.fc.bias': torch.full((3, ), float('nan'))})
+    with pytest.raises(ValueError, match='non-finite'):
+        load_full_checkpoint(model, nan, 'ckpt')
+    # A checkpoint without vpt_mm's record is not verified (but loads).
+    assert verify_checkpoint(dict(meta={}, state_dict=state), 'x') is False
+
+
+def test_latest_checkpoint(tmp_path):
+    assert latest_checkpoint(str(tmp_path)) is None
+    for step in (1, 2, 10):
+        (tmp_path / f'epoch_{step}.pth').write_bytes(b'x')
+    (tmp_path / 'epoch_11.pth.tmp').write_bytes(b'half')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_2.pth'))
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
+    (tmp_path / 'last_checkpoint').write_text('')  # killed while written
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_10.pth')
