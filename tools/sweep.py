@@ -14,11 +14,14 @@ Examples:
 """
 import argparse
 import os.path as osp
-
-from mmengine.config import DictAction
+import sys
 
 from vpt_mm.datasets import get_task, tasks_of
-from vpt_mm.runner import benchmark_dataset, config_from_file
+from vpt_mm.runner import (
+    benchmark_dataset,
+    config_from_file,
+    parse_cfg_options,
+)
 from vpt_mm.sweep import VPT_LRS, WEIGHT_DECAYS, Sweep, SweepSpec
 
 TOOLS = osp.dirname(osp.abspath(__file__))
@@ -77,6 +80,11 @@ def parse_args() -> argparse.Namespace:
         '--keep-checkpoints', action='store_true',
         help='keep the jobs\' checkpoints (default: delete once tested)')
     parser.add_argument(
+        '--restart', action='store_true',
+        help='rerun from scratch every job whose resolved config changed '
+        'since it ran (default: such a job is an error), and accept new '
+        'sweep arguments')
+    parser.add_argument(
         '--dry-run', action='store_true',
         help='print the commands of the unfinished tuning jobs')
     parser.add_argument(
@@ -88,9 +96,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     name = osp.splitext(osp.basename(args.config))[0]
-    options = argparse.Namespace()
-    DictAction([], 'cfg_options')(None, options, args.cfg_options)
-    cfg = config_from_file(args.config, options.cfg_options)
+    cfg = config_from_file(args.config, parse_cfg_options(args.cfg_options))
     dataset = benchmark_dataset(cfg.get('train_dataloader', None))
     if dataset is None or cfg.get('task', None) is None:
         raise ValueError(f'{args.config} is not a VTAB-1k or FGVC config '
@@ -116,8 +122,12 @@ def main() -> None:
         gpus=args.gpus,
         keep_checkpoints=args.keep_checkpoints,
         tools_dir=TOOLS,
-        dry_run=args.dry_run)
+        dry_run=args.dry_run,
+        restart=args.restart)
     sweep.run()
+    if sweep.failed:
+        sys.exit(f'[sweep] {len(sweep.failed)} task(s) gave no number: '
+                 f'{sweep.failed} (shown as "failed" in the tables)')
 
 
 if __name__ == '__main__':

@@ -88,7 +88,7 @@ class NonFiniteLossHook(Hook):
         if not outputs:
             return
         losses = {
-            k: float(v)
+            k: float(v.detach()) if hasattr(v, 'detach') else float(v)
             for k, v in outputs.items() if k.startswith('loss')
         }
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}

@@ -14,7 +14,7 @@ import argparse
 import logging
 import os
 import os.path as osp
-from typing import Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -80,9 +80,10 @@ def apply_task(cfg: Config, task: Optional[str] = None) -> None:
     The config's top-level ``task`` key (or ``task`` given here, e.g. from
     ``--task``) decides everything that depends on it: the ``task`` of every
     VTAB1k / FGVC dataset in the dataloaders (hence its folder under the
-    data root) and the head's ``num_classes``. A task of the wrong
-    benchmark for the config is an error. Configs without ``task`` are left
-    alone.
+    data root) and the head's ``num_classes``; the top-level ``data_root``
+    becomes every benchmark dataset's (:func:`apply_data_root`). A task of
+    the wrong benchmark for the config is an error. Configs without
+    ``task`` are left alone.
 
     Args:
         cfg (Config): The merged config, changed in place.
@@ -108,6 +109,7 @@ def apply_task(cfg: Config, task: Optional[str] = None) -> None:
                 f'{CONFIG_FOLDERS[info.benchmark]}/')
         dataset.task = task
         found = True
+    apply_data_root(cfg)
     if not found:
         raise ValueError(f'The config selects task={task!r}, but none of its '
                          'dataloaders reads a VTAB1k or FGVC dataset')
@@ -153,6 +155,78 @@ def check_cached_features(cfg: Config) -> None:
             'turn cache_features off')
 
 
+def apply_data_root(cfg: Config) -> None:
+    """Point every VTAB1k / FGVC dataset of the dataloaders at the config's
+    top-level ``data_root``.
+
+    mmengine resolves a config's variables when the file is read, so a
+    ``data_root`` set by ``--cfg-options`` or by a config inheriting a
+    benchmark config would otherwise never reach the datasets. Configs
+    without a top-level ``data_root`` are left alone.
+    """
+    root = cfg.get('data_root', None)
+    if root is None:
+        return
+    if not isinstance(root, str):
+        raise TypeError(f'data_root must be a path (str), got {root!r}')
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = benchmark_dataset(cfg.get(key, None))
+        if dataset is not None:
+            dataset.data_root = root
+
+
+def parse_cfg_options(options: Sequence[str]) -> dict:
+    """``['key=value', ...]`` parsed as ``--cfg-options`` parses them."""
+    namespace = argparse.Namespace()
+    DictAction([], 'cfg_options')(None, namespace, list(options))
+    return namespace.cfg_options or {}
+
+
+def resolve_config(path: str,
+                   cfg_options: Optional[dict] = None,
+                   task: Optional[str] = None) -> Config:
+    """The config a run trains with: the file (``_base_`` merged), the
+    ``--cfg-options``, the task and the data root applied.
+
+    Raises:
+        ValueError: If ``num_classes`` or a dataset's ``data_root`` is set
+            by an option of a benchmark config (the task and the top-level
+            ``data_root`` decide them).
+    """
+    cfg = config_from_file(path, cfg_options)
+    if task is not None or cfg.get('task', None) is not None:
+        for key in cfg_options or {}:
+            if key.endswith('num_classes'):
+                raise ValueError(
+                    'num_classes follows from the task of a benchmark '
+                    'config; choose the task (--task) instead of setting '
+                    'num_classes')
+            if key.endswith('.data_root'):
+                raise ValueError(
+                    f'{key}: the datasets of a benchmark config all read '
+                    'the top-level data_root; set data_root=DIR instead')
+    apply_task(cfg, task)
+    check_cached_features(cfg)
+    return cfg
+
+
+def flatten_config(cfg: Config) -> Dict[str, object]:
+    """The resolved config as ``{dotted.key: json value}``, the form in
+    which sweeps record and compare their jobs' configs."""
+    import json
+    flat: Dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict) and value:
+            for key, item in value.items():
+                walk(f'{prefix}.{key}' if prefix else str(key), item)
+        else:
+            flat[prefix] = value
+
+    walk('', cfg.to_dict())
+    return json.loads(json.dumps(flat, default=repr, sort_keys=True))
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """Load the config and apply ``--cfg-options``, ``--task``,
     ``--work-dir`` and ``--launcher``.
@@ -162,15 +236,8 @@ def load_config(args: argparse.Namespace) -> Config:
     """
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = config_from_file(args.config, args.cfg_options)
-    task = getattr(args, 'task', None)
-    if (task is not None or cfg.get('task', None) is not None) and any(
-            k.endswith('num_classes') for k in (args.cfg_options or {})):
-        raise ValueError('num_classes follows from the task of a benchmark '
-                         'config; choose the task (--task) instead of '
-                         'setting num_classes')
-    apply_task(cfg, task)
-    check_cached_features(cfg)
+    cfg = resolve_config(args.config, args.cfg_options,
+                         getattr(args, 'task', None))
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

@@ -17,24 +17,39 @@ For each task of a VTAB-1k or FGVC config:
 
 Every job is a run of ``tools/train.py --test`` (or ``tools/dist_train.sh``
 with several processes) in its own work dir. A job is finished when its
-``test_metrics.json`` exists (written atomically at the very end): a
+``test_metrics.json`` exists (written atomically at the very end), or when
+it diverged (``diverged.json``, written by the ``NonFiniteLossHook``): a
 restarted sweep skips finished jobs and resumes unfinished ones from their
 last checkpoint (``--resume``).
+
+**A diverged job is never a number.** A diverged grid point is recorded as
+such in ``best.json`` and ``hparams`` and never selected; a task whose every
+grid point diverged, or a final seed that diverged, is reported as
+``failed`` in the tables (and ``tools/sweep.py`` exits with an error).
+
+**Jobs cannot mix configs.** Each job records the digest of its resolved
+config (the file after ``_base_`` merging, plus every option) in
+``job.json``; a restarted sweep refuses to reuse a job whose config changed,
+naming the difference. ``restart=True`` (``--restart``) reruns such jobs
+from scratch.
 
 Layout::
 
     <root>/sweep.json                   the protocol's arguments
-    <root>/<task>/tune/lr<lr>_wd<wd>[_p<p>]/test_metrics.json
+    <root>/<task>/tune/lr<lr>_wd<wd>[_p<p>]/job.json, test_metrics.json
     <root>/<task>/best.json
-    <root>/<task>/final/seed<s>/test_metrics.json
+    <root>/<task>/final/seed<s>/job.json, test_metrics.json
     <root>/records.json  results.{md,csv,json}  hparams.{md,json}
 """
 from __future__ import annotations
 
+import copy
 import glob
+import hashlib
 import json
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -42,7 +57,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .datasets import TASKS, get_task, tasks_of
 from .evaluation import write_results
-from .runner import write_json
+from .hooks import DIVERGED_FILE
+from .runner import (
+    apply_task,
+    config_from_file,
+    flatten_config,
+    parse_cfg_options,
+    write_json,
+)
 
 #: The paper's grids (Table 6): base lr of VPT and linear probing, base lr
 #: of full fine-tuning, weight decay.
@@ -50,6 +72,8 @@ VPT_LRS = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 FULL_LRS = (0.001, 0.0005, 0.0001, 0.005)
 WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0.0)
 METRIC = 'accuracy/top1'
+#: A job's record of its resolved config.
+JOB_FILE = 'job.json'
 
 
 @dataclass
@@ -107,11 +131,13 @@ def select_best(scores: Sequence[dict]) -> dict:
     smaller weight decay, then the shorter prompt.
 
     Args:
-        scores (Sequence[dict]): Grid points with a ``top1`` score.
+        scores (Sequence[dict]): Grid points with a ``top1`` score; points
+            whose ``top1`` is None (diverged) are never chosen.
 
     Returns:
         dict: The chosen grid point (with its ``top1``).
     """
+    scores = [s for s in scores if s.get('top1') is not None]
     if not scores:
         raise ValueError('No scored grid point to select from')
     return min(
@@ -162,6 +188,9 @@ class Sweep:
             otherwise store hundreds of models).
         tools_dir (str): Folder of ``train.py`` and ``dist_train.sh``.
         dry_run (bool): Print the commands of unfinished jobs only.
+        restart (bool): Rerun from scratch every job whose config changed
+            since it ran (default: such a job is an error), and record new
+            sweep arguments.
     """
 
     def __init__(self,
@@ -175,7 +204,8 @@ class Sweep:
                  gpus: int = 1,
                  keep_checkpoints: bool = False,
                  tools_dir: str = '',
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False,
+                 restart: bool = False) -> None:
         if seeds < 1:
             raise ValueError(f'seeds must be >= 1, got {seeds}')
         if gpus < 1:
@@ -205,6 +235,10 @@ class Sweep:
         self.keep_checkpoints = keep_checkpoints
         self.tools_dir = tools_dir
         self.dry_run = dry_run
+        self.restart = restart
+        #: Tasks that gave no number, with the reason.
+        self.failed: Dict[str, str] = {}
+        self._base_cfg = None
         dataset_cls = _dataset_class(get_task(self.tasks[0]).dataset_type)
         self.tune_splits = dataset_cls.TUNE_SPLITS
         self.final_splits = dataset_cls.FINAL_SPLITS
@@ -218,16 +252,18 @@ class Sweep:
         if osp.isfile(path):
             with open(path) as f:
                 recorded = json.load(f)
-            if recorded != spec:
+            if recorded != spec and not self.restart:
                 diff = {
                     k: (recorded.get(k), v)
                     for k, v in spec.items() if recorded.get(k) != v
                 }
                 raise ValueError(
                     f'{path} records a different sweep ({{key: (recorded, '
-                    f'now)}}: {diff}); use another --work-dir or the same '
-                    'arguments')
-        elif not self.dry_run:
+                    f'now)}}: {diff}); use another --work-dir, the same '
+                    'arguments, or --restart')
+            if recorded == spec:
+                return
+        if not self.dry_run:
             write_json(spec, path)
 
     def _log(self, msg: str) -> None:
@@ -252,23 +288,90 @@ class Sweep:
             '--no-validate', '--test', '--cfg-options'
         ] + opts
 
+    def job_config(self, task: str, opts: List[str]) -> Dict[str, object]:
+        """The resolved config of one job, flattened
+        (:func:`~vpt_mm.runner.flatten_config`)."""
+        if self._base_cfg is None:
+            self._base_cfg = config_from_file(
+                self.spec.config, parse_cfg_options(self.spec.cfg_options))
+        cfg = copy.deepcopy(self._base_cfg)
+        job_options = parse_cfg_options(opts)
+        if job_options:
+            cfg.merge_from_dict(job_options)
+        apply_task(cfg, task)
+        return flatten_config(cfg)
+
+    def check_job(self, task: str, work_dir: str, opts: List[str]) -> None:
+        """Record a new job's config, or check a job's recorded config
+        equals today's before it is reused.
+
+        Raises:
+            ValueError: If the job ran with another config (naming the
+                differences) and ``restart`` is off.
+        """
+        config = self.job_config(task, opts)
+        sha = hashlib.sha256(
+            json.dumps(config, sort_keys=True).encode()).hexdigest()
+        path = osp.join(work_dir, JOB_FILE)
+        if osp.isdir(work_dir) and os.listdir(work_dir):
+            reason = None
+            if not osp.isfile(path):
+                reason = ('it records no config (run by an older vpt_mm), '
+                          'so it cannot be checked')
+            else:
+                with open(path) as f:
+                    recorded = json.load(f)
+                if recorded.get('config_sha256') == sha:
+                    return
+                old = recorded.get('config', {})
+                diff = {
+                    k: (old.get(k), config.get(k))
+                    for k in sorted(set(old) | set(config))
+                    if old.get(k) != config.get(k)
+                }
+                shown = dict(list(diff.items())[:5])
+                reason = (f'its config changed ({len(diff)} key(s); '
+                          f'{{key: (then, now)}}: {shown})')
+            if not self.restart:
+                raise ValueError(
+                    f'Job {work_dir} cannot be reused: {reason}. Revert the '
+                    'change, use another --work-dir, or --restart to rerun '
+                    'the changed jobs')
+            if self.dry_run:
+                print(f'# would restart {work_dir}: {reason}')
+                return
+            self._log(f'restart {osp.relpath(work_dir, self.work_dir)}: '
+                      f'{reason}')
+            shutil.rmtree(work_dir)
+        if not self.dry_run:
+            os.makedirs(work_dir, exist_ok=True)
+            write_json(dict(config_sha256=sha, config=config), path)
+
     def run_job(self, task: str, work_dir: str,
-                opts: List[str]) -> Optional[float]:
-        """Run one job unless finished; its top-1 (None in a dry run)."""
+                opts: List[str]) -> Optional[dict]:
+        """Run one job unless finished.
+
+        Returns:
+            dict | None: ``dict(top1=...)``, or ``dict(top1=None,
+            diverged={iter, epoch, loss, lr})`` for a run stopped by a
+            non-finite loss; None in a dry run.
+        """
+        self.check_job(task, work_dir, opts)
         metrics_file = osp.join(work_dir, 'test_metrics.json')
-        if not osp.isfile(metrics_file):
+        diverged_file = osp.join(work_dir, DIVERGED_FILE)
+        if not osp.isfile(metrics_file) and not osp.isfile(diverged_file):
             cmd = self.command(task, work_dir, opts)
             if self.dry_run:
                 print(' '.join(cmd))
                 return None
-            os.makedirs(work_dir, exist_ok=True)
             self._log(f'run {osp.relpath(work_dir, self.work_dir)}')
             proc = subprocess.run(cmd)
-            if proc.returncode != 0:
+            if proc.returncode != 0 and not osp.isfile(diverged_file):
                 raise RuntimeError(
                     f'Job {work_dir} failed (exit {proc.returncode}): '
                     f'{" ".join(cmd)}')
-            if not osp.isfile(metrics_file):
+            if not osp.isfile(metrics_file) and not osp.isfile(
+                    diverged_file):
                 raise RuntimeError(f'Job {work_dir} wrote no '
                                    f'{metrics_file}')
         else:
@@ -277,56 +380,95 @@ class Sweep:
             for ckpt in glob.glob(osp.join(work_dir, '*.pth')) + glob.glob(
                     osp.join(work_dir, 'last_checkpoint')):
                 os.remove(ckpt)
+        if osp.isfile(diverged_file):
+            with open(diverged_file) as f:
+                info = json.load(f)
+            self._log(f'{osp.relpath(work_dir, self.work_dir)} diverged at '
+                      f'iteration {info.get("iter")}')
+            return dict(top1=None, diverged=info)
         with open(metrics_file) as f:
             metrics = json.load(f)
         if METRIC not in metrics:
             raise KeyError(f'{metrics_file} has no {METRIC!r}: {metrics}')
-        return float(metrics[METRIC])
+        return dict(top1=float(metrics[METRIC]))
 
-    def tune(self, task: str) -> Optional[dict]:
-        """Tune one task; the chosen grid point (None in a dry run)."""
+    def tune(self, task: str) -> Optional[Tuple[Optional[dict], list]]:
+        """Tune one task.
+
+        Returns:
+            tuple | None: The chosen grid point (None if every point
+            diverged) and the names of the diverged points; None in a dry
+            run.
+        """
         best_file = osp.join(self.work_dir, task, 'best.json')
         scores = []
         for point in grid(self.spec):
-            top1 = self.run_job(
+            result = self.run_job(
                 task, osp.join(self.work_dir, task, 'tune',
                                point_name(point)),
                 overrides(point, self.tune_splits, self.spec, seed=0))
-            scores.append(dict(point, top1=top1))
+            if result is not None:
+                scores.append(dict(point, **result))
         if self.dry_run:
             return None
+        diverged = [point_name(s) for s in scores if s['top1'] is None]
+        if len(diverged) == len(scores):
+            write_json(
+                dict(task=task, splits=list(self.tune_splits), chosen=None,
+                     failed='every grid point diverged', diverged=diverged,
+                     scores=scores), best_file)
+            self._log(f'{task}: FAILED, every grid point diverged')
+            return None, diverged
         best = select_best(scores)
         write_json(
             dict(task=task, splits=list(self.tune_splits), chosen=best,
-                 scores=scores), best_file)
+                 diverged=diverged, scores=scores), best_file)
         self._log(f'{task}: chose {point_name(best)} '
-                  f'({self.tune_splits[1]} top-1 {best["top1"]:.2f})')
-        return best
+                  f'({self.tune_splits[1]} top-1 {best["top1"]:.2f}'
+                  f'{f"; {len(diverged)} diverged" if diverged else ""})')
+        return best, diverged
 
     def final(self, task: str, best: dict) -> List[dict]:
-        """Retrain with the chosen values, one run per seed; the records."""
+        """Retrain with the chosen values, one run per seed; the records
+        (``top1=None`` and ``diverged`` for a seed that diverged)."""
         point = {k: v for k, v in best.items() if k != 'top1'}
         records = []
         for seed in range(self.seeds):
-            top1 = self.run_job(
+            result = self.run_job(
                 task, osp.join(self.work_dir, task, 'final', f'seed{seed}'),
                 overrides(point, self.final_splits, self.spec, seed=seed))
-            if top1 is not None:
+            if result is not None:
                 records.append(
                     dict(method=self.method, backbone=self.backbone,
-                         task=task, seed=seed, top1=top1, **point))
+                         task=task, seed=seed, **point, **result))
+                if result['top1'] is None:
+                    self.failed[task] = f'final run seed {seed} diverged'
         return records
 
     def run(self) -> List[dict]:
-        """Run every task; write and return the records."""
+        """Run every task; write and return the records.
+
+        Tasks that give no number are in :attr:`failed` afterwards, and
+        ``failed`` in the tables.
+        """
         os.makedirs(self.work_dir, exist_ok=True)
         self.check_spec()
         records, chosen = [], {}
         for task in self.tasks:
-            best = self.tune(task)
-            if best is None:  # dry run: the final jobs depend on the choice
+            outcome = self.tune(task)
+            if outcome is None:  # dry run: final jobs depend on the choice
                 continue
-            chosen[task] = best
+            best, diverged = outcome
+            if best is None:
+                self.failed[task] = 'every grid point diverged'
+                chosen[task] = dict(failed=self.failed[task],
+                                    diverged=diverged)
+                records.append(
+                    dict(method=self.method, backbone=self.backbone,
+                         task=task, seed=None, top1=None,
+                         failed=self.failed[task]))
+                continue
+            chosen[task] = dict(best, diverged=diverged)
             records += self.final(task, best)
         if self.dry_run:
             return []
@@ -334,6 +476,8 @@ class Sweep:
         write_results(records, osp.join(self.work_dir, 'results'))
         self.write_hparams(chosen)
         self._log(f'tables: {osp.join(self.work_dir, "results.md")}')
+        for task, reason in self.failed.items():
+            self._log(f'FAILED {task}: {reason}')
         return records
 
     def write_hparams(self, chosen: Dict[str, dict]) -> None:
@@ -343,18 +487,23 @@ class Sweep:
         header = ['Task', 'base lr', 'weight decay']
         if with_p:
             header.append('p')
-        header.append(f'{self.tune_splits[1]} top-1')
+        header += [f'{self.tune_splits[1]} top-1', 'diverged']
         lines = ['| ' + ' | '.join(header) + ' |',
                  '|' + '|'.join(['---'] * len(header)) + '|']
         for task in TASKS:
             if task not in chosen:
                 continue
             best = chosen[task]
+            diverged = str(len(best['diverged']))
+            if 'failed' in best:
+                cells = [TASKS[task].title] + ['failed'] * (len(header) - 2)
+                lines.append('| ' + ' | '.join(cells + [diverged]) + ' |')
+                continue
             cells = [TASKS[task].title, _fmt(best['lr']),
                      _fmt(best['weight_decay'])]
             if with_p:
                 cells.append(str(best['num_tokens']))
-            cells.append(f'{best["top1"]:.2f}')
+            cells += [f'{best["top1"]:.2f}', diverged]
             lines.append('| ' + ' | '.join(cells) + ' |')
         with open(osp.join(self.work_dir, 'hparams.md'), 'w') as f:
             f.write('\n'.join(lines) + '\n')

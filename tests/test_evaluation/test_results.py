@@ -75,3 +75,16 @@ def test_write_md_csv_json(tmp_path):
     data = json.loads((tmp_path / 'table.json').read_text())
     assert len(data['records']) == len(records)
     assert data['rows'][1]['tasks']['cub']['mean'] == 0.0
+
+
+def test_a_diverged_run_is_failed_never_zero(tmp_path):
+    records = _records()
+    records[1]['top1'] = None  # cifar100 seed 1 diverged
+    summary = write_results(records, str(tmp_path / 'results'))
+    (row, ) = summary['rows']
+    assert row['tasks']['cifar100']['failed']
+    assert row['groups']['Natural'] is None
+    assert row['means']['vtab1k'] is None
+    assert row['groups']['Specialized'] is not None
+    line = (tmp_path / 'results.md').read_text().splitlines()[2]
+    assert line.split(' | ')[2] == 'failed'

@@ -12,6 +12,8 @@ from mmpretrain.models.backbones import VisionTransformer
 
 from tests.benchmark_data import make_dogs_layout, make_vtab_task
 from tests.test_tools.test_train import REPO, run
+from tests.test_tools.test_trust import fails
+from vpt_mm.sweep import Sweep, SweepSpec, overrides
 
 pytestmark = pytest.mark.slow
 ARCH = dict(embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
@@ -86,8 +88,14 @@ def test_sweep_then_restart(bench):
         '--work-dir', sweep_dir, '--method', 'VPT-Deep', '--backbone',
         'tiny'
     ]
-    # A job killed after its training: checkpoints, no metrics.
+    # A job killed after its training: its recorded config (written by the
+    # sweep before it starts a job), checkpoints, no metrics.
     unfinished = osp.join(sweep_dir, 'dmlab', 'tune', 'lr0.5_wd0')
+    spec = SweepSpec(config=osp.abspath(configs['vtab']), lrs=[1.0, 0.5],
+                     weight_decays=[0.0, 0.01])
+    sweep = Sweep(spec, sweep_dir, ['dmlab'], 'vtab1k')
+    sweep.check_job('dmlab', unfinished, overrides(
+        dict(lr=0.5, weight_decay=0.0), sweep.tune_splits, spec, seed=0))
     run([
         sys.executable, 'tools/train.py', configs['vtab'], '--task', 'dmlab',
         '--work-dir', unfinished, '--no-validate', '--cfg-options',
@@ -126,3 +134,54 @@ def test_sweep_then_restart(bench):
     assert '[sweep] run' not in log and log.count('[sweep] done') == 6
     assert {m: os.stat(m).st_mtime_ns for m in metrics} == mtimes
     assert json.load(open(osp.join(sweep_dir, 'records.json'))) == records
+
+
+def sweep_cmd(config, sweep_dir, *args):
+    return [sys.executable, 'tools/sweep.py', config, '--tasks', 'dmlab',
+            '--wds', '0', '--seeds', '1', '--work-dir', sweep_dir, *args]
+
+
+def test_sweep_refuses_an_edited_config(bench, tmp_path):
+    """Seeds trained with p=4 and p=2 never end up in one row: a restarted
+    sweep whose config file changed names the change; --restart reruns."""
+    _, configs = bench
+    config = tmp_path / 'edited.py'
+    config.write_text(open(configs['vtab']).read())
+    sweep_dir = str(tmp_path / 'sweep')
+    run(sweep_cmd(str(config), sweep_dir, '--lrs', '1'))
+    config.write_text(open(configs['vtab']).read().replace(
+        'prompt_cfg=dict(num_tokens=4)', 'prompt_cfg=dict(num_tokens=2)'))
+    out = fails(sweep_cmd(str(config), sweep_dir, '--lrs', '1'))
+    assert 'cannot be reused: its config changed' in out
+    assert "'model.backbone.prompt_cfg.num_tokens': (4, 2)" in out
+    log = run(sweep_cmd(str(config), sweep_dir, '--lrs', '1', '--restart'))
+    assert log.count('[sweep] restart ') == 2
+    assert log.count('[sweep] run ') == 2
+    for job in glob.glob(osp.join(sweep_dir, 'dmlab', '*', '*', 'job.json')):
+        recorded = json.load(open(job))['config']
+        assert recorded['model.backbone.prompt_cfg.num_tokens'] == 2
+
+
+def test_sweep_never_scores_a_diverged_run(bench, tmp_path):
+    _, configs = bench
+    sweep_dir = str(tmp_path / 'sweep')
+    small_batch = ['--cfg-options', 'train_dataloader.batch_size=2']
+    log = run(sweep_cmd(configs['vtab'], sweep_dir, '--lrs', '1e30', '0.5',
+                        *small_batch))
+    assert 'lr1e+30_wd0 diverged at iteration' in log
+    best = json.load(open(osp.join(sweep_dir, 'dmlab', 'best.json')))
+    assert best['diverged'] == ['lr1e+30_wd0']
+    assert best['chosen']['lr'] == 0.5
+    hparams = json.load(open(osp.join(sweep_dir, 'hparams.json')))
+    assert hparams['dmlab']['diverged'] == ['lr1e+30_wd0']
+
+    # Every grid point diverges: the task failed, no final run, no 0.00.
+    failed_dir = str(tmp_path / 'failed')
+    out = fails(sweep_cmd(configs['vtab'], failed_dir, '--lrs', '1e30',
+                          *small_batch))
+    assert 'gave no number' in out and 'every grid point diverged' in out
+    assert not osp.exists(osp.join(failed_dir, 'dmlab', 'final'))
+    table = open(osp.join(failed_dir, 'results.md')).read()
+    assert '| failed |' in table and '0.00' not in table
+    assert '| DMLab | failed |' in open(
+        osp.join(failed_dir, 'hparams.md')).read()

@@ -11,7 +11,10 @@ appears in the records, one column per task followed by the group means:
 - FGVC: the 5 datasets, then ``FGVC mean``.
 
 A group mean is left empty until every task of the group has a result, so
-a partial table never shows a mean over a different set of tasks.
+a partial table never shows a mean over a different set of tasks. A record
+with ``top1=None`` is a run that gave no number (it diverged): its task's
+cell reads ``failed`` and the group means that need it stay empty; a failed
+run is never averaged as 0.
 """
 from __future__ import annotations
 
@@ -29,7 +32,9 @@ from ..datasets import GROUPS, TASKS, get_task
 REQUIRED = ('method', 'backbone', 'task', 'top1')
 
 
-def _stats(values: Sequence[float]) -> Dict[str, float]:
+def _stats(values: Sequence[Optional[float]]) -> dict:
+    if any(v is None for v in values):
+        return dict(mean=None, std=None, n=len(values), failed=True)
     values = np.asarray(values, dtype=np.float64)
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return dict(mean=float(values.mean()), std=std, n=int(len(values)))
@@ -56,8 +61,8 @@ def summarize_results(records: Sequence[dict]) -> dict:
 
     Args:
         records (Sequence[dict]): Test results, each with ``method``,
-            ``backbone``, ``task``, ``top1`` (percent) and optionally
-            ``seed``.
+            ``backbone``, ``task``, ``top1`` (percent, or None for a run
+            that diverged) and optionally ``seed``.
 
     Returns:
         dict: ``columns`` (``[kind, key, title]`` triples) and ``rows``,
@@ -74,8 +79,9 @@ def summarize_results(records: Sequence[dict]) -> dict:
         info = get_task(record['task'])
         benchmarks.add(info.benchmark)
         key = (str(record['method']), str(record['backbone']))
+        top1 = record['top1']
         per_row.setdefault(key, {}).setdefault(info.name, []).append(
-            float(record['top1']))
+            None if top1 is None else float(top1))
     rows = []
     for (method, backbone), tasks in per_row.items():
         stats = {t: _stats(v) for t, v in tasks.items()}
@@ -86,7 +92,8 @@ def summarize_results(records: Sequence[dict]) -> dict:
                 names = [n for n, t in TASKS.items() if t.group == group]
                 groups[group] = (
                     float(np.mean([stats[n]['mean'] for n in names]))
-                    if all(n in stats for n in names) else None)
+                    if all(n in stats and stats[n]['mean'] is not None
+                           for n in names) else None)
             group_means = [groups[g] for g in GROUPS[benchmark]]
             means[benchmark] = (None if None in group_means else float(
                 np.mean(group_means)))
@@ -104,6 +111,8 @@ def _cell(row: dict, kind: str, key: str) -> Tuple[str, Optional[float],
         stats = row['tasks'].get(key)
         if stats is None:
             return '', None, None
+        if stats.get('failed'):
+            return 'failed', None, None
         text = f'{stats["mean"]:.2f}'
         if stats['n'] > 1:
             text += f' ± {stats["std"]:.2f}'
