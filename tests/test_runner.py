@@ -131,3 +131,18 @@ def test_cached_features_need_a_deterministic_pipeline():
     with pytest.raises(ValueError, match="pipeline is random: "
                        r"\['RandomCrop', 'RandomFlip'\]"):
         check_cached_features(fgvc)
+
+
+def test_data_root_moves_every_dataloader(tmp_path):
+    loaders = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    for config in (VTAB[0], osp.join(REPO, 'configs/fgvc/vpt_deep_vit-b.py')):
+        cfg = load_config(_args(config, cfg_options={'data_root': '/d/x'}))
+        assert [cfg[k].dataset.data_root for k in loaders] == ['/d/x'] * 3
+    # A config inheriting a benchmark config and setting data_root.
+    child = tmp_path / 'child.py'
+    child.write_text(f"_base_ = [{VTAB[0]!r}]\ndata_root = '/mnt/vtab'\n")
+    cfg = load_config(_args(str(child)))
+    assert [cfg[k].dataset.data_root for k in loaders] == ['/mnt/vtab'] * 3
+    with pytest.raises(ValueError, match='set data_root=DIR instead'):
+        load_config(_args(VTAB[0], cfg_options={
+            'train_dataloader.dataset.data_root': '/d/x'}))

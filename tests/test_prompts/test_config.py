@@ -57,3 +57,22 @@ def test_layer_range_outside_model(layers):
 def test_pixel_locations_are_shallow_only():
     with pytest.raises(ValueError, match='exists only before layer 1'):
         PromptConfig(location='concat-channel', deep=True).layer_ids(12)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(deep='False'), r"prompt_cfg.deep must be True or False, got "
+     r"'False' \(str\)"),
+    (dict(frozen='no'), r"prompt_cfg.frozen must be True or False, got 'no'"),
+    (dict(dropout='0.5'), r"prompt_cfg.dropout must be a number, got '0.5'"),
+    (dict(dropout=True), 'prompt_cfg.dropout must be a number, got True'),
+    (dict(num_tokens=True), 'must be an integer >= 1, got True'),
+    (dict(proj_dim=True), 'prompt_cfg.proj_dim must be an integer'),
+    (dict(layers=(True, 3)), 'prompt_cfg.layers must be a pair'),
+    (dict(location=1), 'prompt_cfg.location must be a string, got 1'),
+])
+def test_wrong_types_are_refused(kwargs, match):
+    from vpt_mm.validation import ConfigTypeError
+    with pytest.raises(ValueError, match=match) as info:
+        PromptConfig.from_dict(kwargs)
+    if 'must be a pair' not in match and 'integer >= 1' not in match:
+        assert isinstance(info.value, ConfigTypeError)

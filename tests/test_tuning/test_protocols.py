@@ -234,3 +234,22 @@ def test_bias_pattern_is_bitfit():
              if p.requires_grad}
     assert names and all(re.search(r'(^|\.)bias$', n) for n in names)
     assert isinstance(model, TunedClassifier)
+
+
+def test_protocol_and_backbone_option_types():
+    from vpt_mm.tuning.protocols import Protocol
+    with pytest.raises(TypeError, match='tuning.cache_features must be True '
+                       "or False, got 'yes'"):
+        Protocol.from_dict(dict(type='Linear', cache_features='yes'))
+    with pytest.raises(TypeError, match="tuning.k must be an integer >= 1, "
+                       "got '2'"):
+        Protocol.from_dict(dict(type='Partial', k='2'))
+    from tests.conftest import tiny_vit
+    with pytest.raises(TypeError, match="freeze_backbone must be True or "
+                       "False, got 'False'"):
+        tiny_vit(dict(num_tokens=1), freeze_backbone='False')
+    with pytest.raises(TypeError, match="fuse_prompts must be True or False"):
+        tiny_vit(dict(num_tokens=1), fuse_prompts=0)
+    with pytest.raises(TypeError, match='trainable must be a list of '
+                       "strings, got 'bias'"):
+        tiny_vit(dict(num_tokens=1), trainable='bias')

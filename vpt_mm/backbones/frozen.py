@@ -9,6 +9,7 @@ from ..checkpoints import check_tuned_source, load_pretrained_backbone
 from ..prompts import PromptModule
 from ..registry import register_model
 from ..tuning.protocols import set_trainable
+from ..validation import require_bool, require_str_list
 
 
 class FrozenBackboneMixin:
@@ -47,8 +48,8 @@ class FrozenBackboneMixin:
                 backbone, e.g. ``[r'(^|\.)bias$']`` for the Bias protocol.
                 A pattern that matches nothing is an error.
         """
-        self.freeze_backbone = freeze
-        self.trainable = tuple(trainable)
+        self.freeze_backbone = require_bool('freeze_backbone', freeze)
+        self.trainable = require_str_list('trainable', trainable)
         if self.trainable and not freeze:
             raise ValueError('trainable patterns select what stays trainable '
                              'in a frozen backbone; with freeze_backbone='

@@ -18,6 +18,7 @@ from ..prompts.fused import (
     prompt_kv,
 )
 from ..registry import register_model
+from ..validation import require_bool
 from .frozen import FrozenBackboneMixin
 
 
@@ -132,7 +133,7 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             raise ValueError("prompt location 'concat-channel' needs a patch "
                              'embedding without norm')
         self._kv_cache = PromptKVCache()
-        self.fuse(fuse_prompts)
+        self.fuse(require_bool('fuse_prompts', fuse_prompts))
         self.init_frozen_backbone(freeze_backbone, trainable)
 
     def fuse(self, enabled: bool = True) -> None:

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from mmpretrain.datasets import BaseDataset
 
+from ..validation import require_int, require_number, require_str
+
 
 @dataclass(frozen=True)
 class TaskInfo:
@@ -176,6 +178,12 @@ class BenchmarkDataset(BaseDataset, metaclass=ABCMeta):
                  fraction_seed: int = 0,
                  pipeline: Sequence = (),
                  **kwargs) -> None:
+        require_str('task', task)
+        require_str('data_root', data_root)
+        require_str('split', split)
+        train_fraction = require_number('train_fraction', train_fraction,
+                                        optional=True)
+        require_int('fraction_seed', fraction_seed)
         info = get_task(task)
         if info.benchmark != self.BENCHMARK:
             raise ValueError(

@@ -11,6 +11,13 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..validation import (
+    require_bool,
+    require_int,
+    require_number,
+    require_str,
+)
+
 LOCATIONS = ('prepend', 'add', 'prepend-pixel', 'concat-channel')
 #: Locations whose prompts live in pixel space, in front of the patch
 #: projection. They exist only at the input, i.e. for VPT-Shallow.
@@ -102,6 +109,18 @@ class PromptConfig:
                 self.num_tokens, int) or self.num_tokens < 1:
             raise ValueError('prompt_cfg.num_tokens (prompt length p) must be '
                              f'an integer >= 1, got {self.num_tokens!r}')
+        require_bool('prompt_cfg.deep', self.deep)
+        require_bool('prompt_cfg.frozen', self.frozen)
+        self.dropout = require_number('prompt_cfg.dropout', self.dropout)
+        for key in ('location', 'init', 'dropout_mode'):
+            require_str(f'prompt_cfg.{key}', getattr(self, key))
+        require_str('prompt_cfg.share', self.share, optional=True)
+        require_int('prompt_cfg.proj_dim', self.proj_dim, optional=True)
+        if self.cls_init is not None and not isinstance(
+                self.cls_init, (str, torch.Tensor)) and not hasattr(
+                    self.cls_init, '__array__'):
+            raise ValueError('prompt_cfg.cls_init must be a path, a tensor or '
+                             f'an array, got {type(self.cls_init).__name__}')
         if self.location not in LOCATIONS:
             raise ValueError(f'Unknown prompt location {self.location!r}; '
                              f'choose from {LOCATIONS}')
@@ -131,7 +150,9 @@ class PromptConfig:
                              f', but init={self.init!r}')
         if self.layers is not None:
             if (not isinstance(self.layers, Sequence) or len(self.layers) != 2
-                    or not all(isinstance(i, int) for i in self.layers)):
+                    or not all(
+                        isinstance(i, int) and not isinstance(i, bool)
+                        for i in self.layers)):
                 raise ValueError('prompt_cfg.layers must be a pair of 1-based '
                                  f'layer numbers (start, end), got '
                                  f'{self.layers!r}')

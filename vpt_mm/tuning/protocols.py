@@ -38,6 +38,7 @@ from mmpretrain.models.backbones import (
 )
 
 from ..prompts import AddedModule, PromptModule
+from ..validation import require_bool, require_int
 
 #: Every bias term (BitFit).
 BIAS = r'(^|\.)bias$'
@@ -88,15 +89,14 @@ class Protocol:
         if unknown:
             raise ValueError(f'tuning type {kind!r} takes {sorted(allowed)}'
                              f', not {unknown}')
+        require_bool('tuning.cache_features',
+                     cfg.get('cache_features', False))
         if cfg.get('cache_features') and kind not in ('Linear', 'Mlp'):
             raise ValueError('cache_features applies to Linear and Mlp, whose'
                              f' backbone is frozen and unprompted, not {kind}')
         for key in ('k', 'num_layers', 'reduction'):
             value = cfg.get(key, 1)
-            if isinstance(value, bool) or not isinstance(value, int) or \
-                    value < 1:
-                raise ValueError(f'tuning {key} must be an integer >= 1, '
-                                 f'got {value!r}')
+            require_int(f'tuning.{key}', value, minimum=1)
         return cls(type=kind, **cfg)
 
 
