@@ -147,3 +147,22 @@ def test_dataset_errors(fgvc_root, tmp_path):
     with pytest.raises(FileNotFoundError,
                        match=r"train.json, entry 'a.jpg': image"):
         FGVC(task='cub', data_root=str(tmp_path), split='train')
+
+
+def test_writer_checks_every_image_decodes(tmp_path):
+    folder, _ = make_cub_layout(str(tmp_path), 'cub', train=2, test=1)
+    with open(osp.join(folder, 'images', '0007.class', 'img_1.jpg'),
+              'w') as f:
+        f.write('not an image')
+    with pytest.raises(ValueError, match=r'Image .*0007.class/img_1.jpg '
+                       r'does not decode .*1 of \d+ images do not'):
+        write_fgvc_splits('cub', folder)
+    assert not [f for f in os.listdir(folder) if 'json' in f]
+
+
+def test_duplicated_json_entry(tmp_path):
+    from vpt_mm.datasets.fgvc import read_split_file
+    path = tmp_path / 'train.json'
+    path.write_text('{"a.jpg": 1, "b.jpg": 2, "a.jpg": 1}')
+    with pytest.raises(ValueError, match="entry 'a.jpg' appears twice"):
+        read_split_file(str(path))

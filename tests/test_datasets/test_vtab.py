@@ -122,3 +122,37 @@ def test_images_are_decoded(vtab_root):
     ds = VTAB1k(task='dmlab', data_root=vtab_root, split='val200',
                 pipeline=[dict(type='LoadImageFromFile')])
     assert np.asarray(ds[0]['img']).ndim == 3
+
+
+def test_duplicated_line_names_both_lines(tmp_path, vtab_root):
+
+    def edit(d):
+        with open(d / 'test.txt') as f:
+            first = f.readline()
+        with open(d / 'test.txt', 'a') as f:
+            f.write(first)
+
+    root = _broken_copy(tmp_path, vtab_root, edit)
+    with pytest.raises(ValueError, match=r'test.txt, line 13: image .* is '
+                       r'listed twice \(also at .*test.txt, line 1\)'):
+        VTAB1k(task='dmlab', data_root=root, split='test')
+
+
+def test_undecodable_image_names_its_path(tmp_path, vtab_root):
+    root = _broken_copy(
+        tmp_path, vtab_root,
+        lambda d: open(d / 'images' / 'test' / '1_0.jpg', 'wb').close())
+    ds = VTAB1k(task='dmlab', data_root=root, split='test',
+                pipeline=[dict(type='LoadImageFromFile')])
+    index = [i for i in range(len(ds))
+             if ds.get_data_info(i)['img_path'].endswith('1_0.jpg')][0]
+    with pytest.raises(RuntimeError, match=r'image .*images/test/1_0.jpg '
+                       r'\(sample \d+\) could not be read'):
+        ds[index]
+
+
+def test_dataset_argument_types(vtab_root):
+    with pytest.raises(TypeError, match="train_fraction must be a number, "
+                       "got '0.5'"):
+        VTAB1k(task='dmlab', data_root=vtab_root, split='test',
+               train_fraction='0.5')

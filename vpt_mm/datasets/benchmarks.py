@@ -213,6 +213,19 @@ class BenchmarkDataset(BaseDataset, metaclass=ABCMeta):
         """Class names; the class index as a string by default."""
         return [str(i) for i in range(self.task.num_classes)]
 
+    def prepare_data(self, idx: int) -> dict:
+        """mmengine's, with any error while an image is read or transformed
+        re-raised naming the image (a 0-byte file otherwise fails inside
+        cv2 without a path)."""
+        try:
+            return super().prepare_data(idx)
+        except Exception as err:
+            path = self.get_data_info(idx).get('img_path')
+            raise RuntimeError(
+                f'{type(self).__name__} {self.task.name}/{self.split}: image '
+                f'{path} (sample {idx}) could not be read or transformed: '
+                f'{type(err).__name__}: {err}') from err
+
     def _join_prefix(self) -> None:
         """Paths are built by :meth:`read_split`."""
 
@@ -225,11 +238,18 @@ class BenchmarkDataset(BaseDataset, metaclass=ABCMeta):
         samples = self.read_split()
         num_classes = self.task.num_classes
         missing = []
+        seen: Dict[str, str] = {}
         for path, label, where in samples:
             if not 0 <= label < num_classes:
                 raise ValueError(
                     f'{where}: label {label} is outside the {num_classes} '
                     f'classes of {self.task.name} (0..{num_classes - 1})')
+            if path in seen:
+                raise ValueError(
+                    f'{where}: image {path} is listed twice (also at '
+                    f'{seen[path]}); a duplicated entry would count twice '
+                    'in training or in the score')
+            seen[path] = where
             if not osp.isfile(path):
                 missing.append((where, path))
         if missing:

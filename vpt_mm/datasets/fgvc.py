@@ -36,9 +36,18 @@ def read_split_file(path: str) -> Dict[str, int]:
         raise FileNotFoundError(f'Split file {path} does not exist (write '
                                 'it with tools/dataset_converters/'
                                 'prepare_fgvc.py)')
+    def unique(pairs: list) -> dict:
+        seen = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(f'{path}: entry {key!r} appears twice (a '
+                                 'duplicated entry would count twice)')
+            seen[key] = value
+        return seen
+
     with open(path) as f:
         try:
-            split = json.load(f)
+            split = json.load(f, object_pairs_hook=unique)
         except json.JSONDecodeError as e:
             raise ValueError(f'{path}: not valid json ({e})') from None
     if not isinstance(split, dict):

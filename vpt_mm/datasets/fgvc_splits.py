@@ -259,7 +259,38 @@ def build_fgvc_splits(task: str,
     if len(class_ids) != info.num_classes:
         raise ValueError(f'{root}: found {len(class_ids)} distinct classes, '
                          f'{task} has {info.num_classes}')
+    check_images_decode(
+        sorted({osp.join(img_root, p) for split in splits.values()
+                for p in split}))
     return splits
+
+
+def _decode_error(path: str) -> Optional[str]:
+    from PIL import Image
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except Exception as err:  # any reason an image cannot be used
+        return f'{type(err).__name__}: {err}'
+    return None
+
+
+def check_images_decode(paths: List[str], workers: int = 8) -> None:
+    """Decode every image fully (PIL, in threads).
+
+    Raises:
+        ValueError: Naming the first image that does not decode, and how
+            many do not.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        errors = [(p, e) for p, e in zip(paths, pool.map(_decode_error, paths))
+                  if e is not None]
+    if errors:
+        path, err = errors[0]
+        raise ValueError(
+            f'Image {path} does not decode ({err}); {len(errors)} of '
+            f'{len(paths)} images do not. Nothing was written.')
 
 
 def write_fgvc_splits(task: str,
