@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -449,8 +449,11 @@ def read_tuned_for_mmengine(filename: str, map_location=None) -> dict:
     return dict(state_dict=state, meta=dict(vpt_mm_tuned=filename))
 
 
-def check_tuned_source(backbone: nn.Module, state: dict, prefix: str,
-                       local_metadata: dict) -> None:
+def check_tuned_source(backbone: nn.Module,
+                       state: dict,
+                       prefix: str,
+                       local_metadata: dict,
+                       init: Optional[Callable[[], None]] = None) -> None:
     """Load pre-hook of the prompted backbones: a tuned-only file loaded by
     a generic mmengine loader needs the backbone it was trained on.
 
@@ -458,6 +461,14 @@ def check_tuned_source(backbone: nn.Module, state: dict, prefix: str,
     checkpoint that was not loaded yet (mmpretrain's ``get_model`` never
     initialises weights), the checkpoint is loaded first. The backbone's
     keys in the file must be exactly its tuned tensors.
+
+    Args:
+        backbone (nn.Module): The backbone being loaded.
+        state (dict): The state dict being loaded.
+        prefix (str): The backbone's key prefix in ``state``.
+        local_metadata (dict): The backbone's load metadata.
+        init (callable, optional): Loads the pretrained backbone; defaults
+            to ``backbone.init_weights``.
 
     Raises:
         ValueError: On another backbone (naming both fingerprints) or a key
@@ -478,7 +489,7 @@ def check_tuned_source(backbone: nn.Module, state: dict, prefix: str,
     if (frozen_fingerprint(backbone) != recorded
             and isinstance(init_cfg, dict)
             and init_cfg.get('type') == 'Pretrained'):
-        backbone.init_weights()
+        (init or backbone.init_weights)()
     _check_fingerprint(recorded, frozen_fingerprint(backbone), source,
                        allow_other_backbone=False)
 

@@ -33,6 +33,7 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from .checkpoints import load_full_checkpoint, load_tuned, verify_checkpoint
 from .integrity import set_rng_state
 from .registry import RUNNERS
+from .runner import random_transforms
 
 #: mmengine's own default hook names (None removes them).
 MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger',
@@ -201,3 +202,14 @@ class VPTRunner(Runner):
                 'resumed run will not repeat the uninterrupted one exactly')
         else:
             set_rng_state(states[self.rank])
+        loader = self.cfg.get('train_dataloader', None) or {}
+        random = random_transforms(self.cfg)
+        if (random and loader.get('num_workers', 0) > 0
+                and loader.get('persistent_workers', False)):
+            self.logger.warning(
+                f'The training pipeline is random ({random}) and its workers '
+                'persist across epochs (persistent_workers=True): their '
+                'random states are not in the checkpoint, so the resumed run '
+                'draws other augmentations than the uninterrupted one. Set '
+                'train_dataloader.persistent_workers=False for an exact '
+                'resume.')

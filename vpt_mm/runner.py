@@ -126,6 +126,18 @@ RANDOM_TRANSFORMS = ('AutoAugment', 'ColorJitter', 'Albu', 'Albumentations',
                      'GaussianBlur', 'Lighting')
 
 
+def random_transforms(cfg: Config) -> list:
+    """The random transforms of the training pipeline, by type."""
+    dataset = cfg.get('train_dataloader', None) or {}
+    dataset = dataset.get('dataset', {})
+    while 'pipeline' not in dataset and 'dataset' in dataset:
+        dataset = dataset['dataset']  # dataset wrappers
+    return [
+        t.get('type') for t in dataset.get('pipeline', [])
+        if 'Rand' in str(t.get('type')) or t.get('type') in RANDOM_TRANSFORMS
+    ]
+
+
 def check_cached_features(cfg: Config) -> None:
     """Refuse ``tuning.cache_features`` with a random training pipeline.
 
@@ -139,13 +151,7 @@ def check_cached_features(cfg: Config) -> None:
     tuning = cfg.get('model', {}).get('tuning', None)
     if not tuning or not tuning.get('cache_features', False):
         return
-    dataset = cfg.get('train_dataloader', {}).get('dataset', {})
-    while 'pipeline' not in dataset and 'dataset' in dataset:
-        dataset = dataset['dataset']  # dataset wrappers
-    random = [
-        t.get('type') for t in dataset.get('pipeline', [])
-        if 'Rand' in str(t.get('type')) or t.get('type') in RANDOM_TRANSFORMS
-    ]
+    random = random_transforms(cfg)
     if cfg.model.get('data_preprocessor', {}).get('batch_augments'):
         random.append('data_preprocessor.batch_augments')
     if random:

@@ -1,9 +1,12 @@
 # Demo baseline: linear probe of the same frozen backbone on digits 5-9
-# (no prompts: mmpretrain's ViT with every stage frozen, only the head
-# trains), same schedule as the VPT-Deep demo.
+# (no prompts: the Linear protocol on mmpretrain's ViT, whose pretrained
+# weights load strictly; only the head trains), same schedule as the
+# VPT-Deep demo.
 _base_ = ['./vpt-deep_vit-tiny_digits-5to9.py']
 
 model = dict(
+    type='TunedClassifier',
+    tuning=dict(type='Linear'),
     backbone=dict(
         _delete_=True,
         type='VisionTransformer',
@@ -11,7 +14,6 @@ model = dict(
         img_size=8,
         patch_size=2,
         in_channels=1,
-        frozen_stages=4,
         init_cfg=dict(
             type='Pretrained',
             checkpoint={{_base_.pretrained}},

@@ -253,3 +253,54 @@ def test_protocol_and_backbone_option_types():
     with pytest.raises(TypeError, match='trainable must be a list of '
                        "strings, got 'bias'"):
         tiny_vit(dict(num_tokens=1), trainable='bias')
+
+
+def _linear_classifier(checkpoint):
+    from tests.conftest import TINY
+    return MODELS.build(dict(
+        type='TunedClassifier',
+        tuning=dict(type='Linear'),
+        backbone=dict(type='VisionTransformer', arch=TINY, img_size=32,
+                      patch_size=8, init_cfg=dict(type='Pretrained',
+                                                  checkpoint=checkpoint)),
+        neck=None,
+        head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
+
+
+def test_plain_backbone_pretrained_loads_strictly(tmp_path, pretrained):
+    model = _linear_classifier(pretrained)
+    model.init_weights()
+    saved = torch.load(pretrained)['state_dict']
+    assert torch.equal(model.backbone.layers[1].ffn.layers[1].weight,
+                       saved['layers.1.ffn.layers.1.weight'])
+    del saved['layers.1.ln1.weight']
+    bad = str(tmp_path / 'bad.pth')
+    torch.save(saved, bad)
+    with pytest.raises(ValueError, match="'layers.1.ln1.weight' is missing"):
+        _linear_classifier(bad).init_weights()
+
+
+def test_mmengine_loader_rebuilds_a_plain_backbone(tmp_path, pretrained):
+    """mmengine's generic load_checkpoint (what mmpretrain's inferencer
+    calls) of a tuned-only file loads the pretrained backbone first."""
+    from mmengine.runner import load_checkpoint
+
+    from vpt_mm.checkpoints import save_tuned
+    model = _linear_classifier(pretrained)
+    model.init_weights()
+    with torch.no_grad():
+        model.head.fc.weight.add_(1)
+    path = str(tmp_path / 'linear.safetensors')
+    save_tuned(model, path)
+    fresh = _linear_classifier(pretrained)  # never initialised
+    load_checkpoint(fresh, path)
+    x = torch.rand(2, 3, 32, 32)
+    model.eval()
+    fresh.eval()
+    assert torch.equal(fresh(x, mode='tensor'), model(x, mode='tensor'))
+    other = tmp_path / 'other.pth'
+    state = torch.load(pretrained)['state_dict']
+    state['ln1.weight'] = state['ln1.weight'] + 1
+    torch.save(state, other)
+    with pytest.raises(ValueError, match='fingerprint'):
+        load_checkpoint(_linear_classifier(str(other)), path)

@@ -10,9 +10,14 @@ import argparse
 
 from mmengine.config import DictAction
 from mmengine.registry import MODELS
-from mmengine.runner.checkpoint import load_checkpoint
+from mmengine.runner.checkpoint import _load_checkpoint
 
-from vpt_mm.checkpoints import save_tuned
+from vpt_mm.checkpoints import (
+    extract_state_dict,
+    load_full_checkpoint,
+    save_tuned,
+    verify_checkpoint,
+)
 from vpt_mm.runner import config_from_file
 
 
@@ -26,7 +31,12 @@ def main() -> None:
     args = parser.parse_args()
     cfg = config_from_file(args.config, args.cfg_options)
     model = MODELS.build(cfg.model)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
+    if not verify_checkpoint(checkpoint, args.checkpoint):
+        print(f'warning: {args.checkpoint} records no sha256 (not written by '
+              'vpt_mm); its bytes could not be verified')
+    load_full_checkpoint(model, extract_state_dict(checkpoint),
+                         args.checkpoint)
     state = save_tuned(model, args.out)
     size = sum(v.numel() * v.element_size() for v in state.values())
     print(f'Saved {len(state)} tuned tensors ({size / 1024:.1f} KiB) to '

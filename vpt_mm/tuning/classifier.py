@@ -7,6 +7,7 @@ import torch
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
 
+from ..checkpoints import check_tuned_source, load_pretrained_backbone
 from ..registry import PRETRAIN_MODELS
 from .modules import MlpClsHead, SideNetwork, add_adapters
 from .protocols import (
@@ -63,6 +64,45 @@ class TunedClassifier(ImageClassifier):
             self.side = SideNetwork(self.head.in_channels)
         set_trainable(self.backbone, patterns)
         self._feature_cache: Dict[int, torch.Tensor] = {}
+        if self._plain_pretrained() is not None:
+            # The prompted/frozen backbones register this themselves.
+            self.backbone._register_load_state_dict_pre_hook(
+                self._check_tuned_source)
+
+    def _plain_pretrained(self) -> Optional[dict]:
+        """The ``Pretrained`` init_cfg of a backbone that is not one of
+        vpt_mm's (which load strictly themselves), else None."""
+        from ..backbones.frozen import FrozenBackboneMixin
+        init_cfg = getattr(self.backbone, 'init_cfg', None)
+        if (isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
+                and not isinstance(self.backbone, FrozenBackboneMixin)):
+            return init_cfg
+        return None
+
+    def _load_plain_pretrained(self) -> None:
+        init_cfg = self._plain_pretrained()
+        load_pretrained_backbone(self.backbone, init_cfg['checkpoint'],
+                                 prefix=init_cfg.get('prefix'))
+        self.backbone._is_init = True
+
+    def _check_tuned_source(self, state_dict, prefix, local_metadata,
+                            *args) -> None:
+        check_tuned_source(self.backbone, state_dict, prefix,
+                           local_metadata, init=self._load_plain_pretrained)
+
+    def init_weights(self) -> None:
+        """mmpretrain's, except that a plain mmpretrain backbone's
+        ``Pretrained`` checkpoint is loaded strictly (every key present,
+        none extra, same shapes) instead of mmengine's non-strict way."""
+        init_cfg = self._plain_pretrained()
+        if init_cfg is None:
+            return super().init_weights()
+        self.backbone.init_cfg = None
+        try:
+            super().init_weights()
+        finally:
+            self.backbone.init_cfg = init_cfg
+        self._load_plain_pretrained()
 
     def train(self, mode: bool = True) -> 'TunedClassifier':
         """Train mode, with the frozen parts in eval mode."""

@@ -25,10 +25,13 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# The training pipeline is random (crop, flip) and runs in the workers:
+# workers that persist across epochs carry random states a checkpoint cannot
+# hold, so they start afresh every epoch and --resume stays exact.
 train_dataloader = dict(
     batch_size=128,
     num_workers=8,
-    persistent_workers=True,
+    persistent_workers=False,
     pin_memory=True,
     dataset=dict(
         type=dataset_type,
