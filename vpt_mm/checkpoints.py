@@ -67,6 +67,17 @@ def extract_state_dict(checkpoint: dict) -> Dict[str, torch.Tensor]:
     return state
 
 
+def _check_key_sets(missing: list, unexpected: list, what: str,
+                    hint: str) -> None:
+    """Raise a ValueError naming the first missing (else unexpected) key."""
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        kind = 'missing from' if missing else 'unexpected in'
+        raise ValueError(
+            f'{what}: key {first!r} is {kind} the checkpoint ({len(missing)} '
+            f'missing, {len(unexpected)} unexpected keys in all; {hint})')
+
+
 def load_pretrained_backbone(backbone: nn.Module,
                              filename: str,
                              prefix: Optional[str] = None,
@@ -124,14 +135,10 @@ def load_pretrained_backbone(backbone: nn.Module,
     if hasattr(backbone, 'unused_pretrained_keys'):
         unused = backbone.unused_pretrained_keys(unexpected)
     unexpected = [k for k in unexpected if k not in unused]
-    if missing or unexpected:
-        first = (missing or unexpected)[0]
-        kind = 'missing from' if missing else 'unexpected in'
-        raise ValueError(
-            f'Checkpoint {filename} does not fit {type(backbone).__name__}: '
-            f'key {first!r} is {kind} the checkpoint ({len(missing)} missing,'
-            f' {len(unexpected)} unexpected keys in all; convert the '
-            'checkpoint with tools/model_converters/ first?)')
+    _check_key_sets(
+        missing, unexpected,
+        f'Checkpoint {filename} does not fit {type(backbone).__name__}',
+        'convert the checkpoint with tools/model_converters/ first?')
     from mmengine.logging import print_log
     print_log(
         f'Loaded {len(state) - len(unused)} pretrained tensors into '
@@ -401,14 +408,10 @@ def load_full_checkpoint(model: nn.Module, state: Dict[str, torch.Tensor],
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        first = (missing or unexpected)[0]
-        kind = 'missing from' if missing else 'unexpected in'
-        raise ValueError(
-            f'{source} does not fit the model: key {first!r} is {kind} the '
-            f'checkpoint ({len(missing)} missing, {len(unexpected)} '
-            'unexpected keys in all). Is it a checkpoint of this config '
-            '(prompt length, depth, protocol, number of classes)?')
+    _check_key_sets(
+        missing, unexpected, f'{source} does not fit the model',
+        'is it a checkpoint of this config (prompt length, depth, protocol, '
+        'number of classes)?')
     for key, value in state.items():
         if tuple(value.shape) != tuple(expected[key].shape):
             raise ValueError(

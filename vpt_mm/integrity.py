@@ -21,7 +21,7 @@ import hashlib
 import os
 import os.path as osp
 import random
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch.nn as nn
 
 __all__ = [
     'digest', 'backbone_fingerprint', 'check_finite', 'rng_state',
-    'set_rng_state', 'atomic_write_text'
+    'set_rng_state', 'atomic_write_text', 'atomic_replace'
 ]
 
 
@@ -183,8 +183,3 @@ def atomic_replace(tmp: str, path: str) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-
-
-def optional_digest(obj: Optional[Any]) -> Optional[str]:
-    """:func:`digest`, or None for None."""
-    return None if obj is None else digest(obj)
