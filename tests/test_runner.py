@@ -32,7 +32,7 @@ def test_configs_default_task_is_consistent(path):
     assert cfg.model.backbone.prompt_cfg.deep is deep
     splits = [d.split for d in _datasets(cfg)]
     assert splits == (['train800val200', 'test', 'test'] if path in VTAB
-                      else ['trainval', 'test', 'test'])
+                      else ['train', 'test', 'test'])
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,9 @@ def test_every_benchmark_config(path):
     assert cfg.task == ('cifar100' if '/vtab/' in path else 'cub')
     assert cfg.model.head.num_classes == TASKS[cfg.task].num_classes
     assert all(d.task == cfg.task for d in _datasets(cfg))
-    assert cfg.train_dataloader.batch_size == 128
+    protocol_batch = dict(Full=384, Linear=1024, Mlp=1024)
+    assert cfg.train_dataloader.batch_size == protocol_batch.get(
+        cfg.model.tuning.type, 128)
     assert cfg.model.type == 'TunedClassifier'
     protocol = Protocol.from_dict(cfg.model.tuning)
     prompted = cfg.model.backbone.type.startswith('Prompted')
@@ -65,9 +67,9 @@ def test_fgvc_pipelines():
     cfg = config_from_file(FGVC[0])
     train = [t.type for t in cfg.train_dataloader.dataset.pipeline]
     test = [t.type for t in cfg.test_dataloader.dataset.pipeline]
-    assert train == ['LoadImageFromFile', 'Resize', 'RandomCrop',
+    assert train == ['LoadImageFromFile', 'ResizeEdge', 'RandomCrop',
                      'RandomFlip', 'PackInputs']
-    assert test == ['LoadImageFromFile', 'Resize', 'CenterCrop',
+    assert test == ['LoadImageFromFile', 'ResizeEdge', 'CenterCrop',
                     'PackInputs']
 
 

@@ -39,7 +39,7 @@ def test_select_best_ties_to_smaller_lr():
         dict(lr=1.0, weight_decay=0.001, top1=80.0),
         dict(lr=0.5, weight_decay=0.0, top1=79.0),
     ]
-    assert select_best(scores) == scores[2]
+    assert select_best(scores) == scores[1]  # smaller lr, then larger wd
     with pytest.raises(ValueError, match='No scored'):
         select_best([])
 

@@ -53,8 +53,9 @@ def parse_args() -> argparse.Namespace:
         'paper\'s VPT/linear grid; full fine-tuning configs set 0.001 '
         '0.0005 0.0001 0.005)')
     parser.add_argument(
-        '--wds', nargs='+', type=float, default=list(WEIGHT_DECAYS),
-        help='weight decay grid (default: 0.01 0.001 0.0001 0)')
+        '--wds', nargs='+', type=float, default=[],
+        help='weight decay grid (default: the config\'s sweep_weight_decays, '
+        'else 0.01 0.001 0.0001 0)')
     parser.add_argument(
         '--num-tokens', nargs='+', type=int, default=[],
         help='prompt lengths to search (default: the config\'s '
@@ -106,7 +107,8 @@ def main() -> None:
     spec = SweepSpec(
         config=osp.abspath(args.config),
         lrs=args.lrs or list(cfg.get('sweep_lrs') or VPT_LRS),
-        weight_decays=args.wds,
+        weight_decays=args.wds or list(
+            cfg.get('sweep_weight_decays') or WEIGHT_DECAYS),
         num_tokens=args.num_tokens or list(cfg.get('prompt_lengths') or []),
         train_fraction=args.train_fraction,
         fraction_seed=args.fraction_seed,

@@ -15,6 +15,7 @@ from . import (  # noqa: E402,F401
     datasets,
     engine,
     hooks,
+    schedulers,
     tuning,
 )
 from .checkpoints import (  # noqa: E402

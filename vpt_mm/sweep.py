@@ -5,10 +5,11 @@ For each task of a VTAB-1k or FGVC config:
 1. **Tune**: train one model per (base_lr, weight decay[, prompt length])
    on the tuning split (VTAB ``train800``, FGVC ``train``) and score its
    final epoch on the held-out split (``val200`` / ``val``).
-2. **Select** the best score; ties go to the smaller lr, then the smaller
-   weight decay, then the shorter prompt. The choice and every score are
-   written to ``<task>/best.json``.
-3. **Final**: retrain with the chosen values on train + val
+2. **Select** the best score; ties go to the smaller lr, then the larger
+   weight decay (the official script's order), then the shorter prompt.
+   The choice and every score are written to ``<task>/best.json``.
+3. **Final**: retrain with the chosen values on the final split (VTAB:
+   train + val; FGVC: train, as the official code)
    (``train800val200`` / ``trainval``) with N seeds and test each on the
    test split.
 4. **Tables**: ``results.{md,csv,json}`` (per task mean ± std, group
@@ -128,7 +129,9 @@ def point_name(point: Dict[str, float]) -> str:
 
 def select_best(scores: Sequence[dict]) -> dict:
     """The best grid point: highest score; ties to the smaller lr, then the
-    smaller weight decay, then the shorter prompt.
+    larger weight decay (as the official tuning script, which visits weight
+    decays from large to small and keeps the first of equal scores at one
+    lr), then the shorter prompt.
 
     Args:
         scores (Sequence[dict]): Grid points with a ``top1`` score; points
@@ -142,7 +145,7 @@ def select_best(scores: Sequence[dict]) -> dict:
         raise ValueError('No scored grid point to select from')
     return min(
         scores,
-        key=lambda s: (-s['top1'], s['lr'], s['weight_decay'],
+        key=lambda s: (-s['top1'], s['lr'], -s['weight_decay'],
                        s.get('num_tokens', 0)))
 
 

@@ -16,3 +16,5 @@ model = dict(tuning=dict(type='Mlp', num_layers=3), head=dict(num_classes=100))
 optim_wrapper = dict(optimizer=dict(lr=2.5, weight_decay=1e-4))
 # Evaluate the test split once, after the last epoch.
 train_cfg = dict(val_interval=100)
+# The official linear-probe recipe (base-linear.yaml): batch 1024.
+train_dataloader = dict(batch_size=1024)

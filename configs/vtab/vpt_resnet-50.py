@@ -19,6 +19,8 @@ model = dict(
 
 # Frame widths tools/sweep.py searches by default (paper Sec. 4.4, ConvNets).
 prompt_lengths = [1, 3, 5, 7, 9, 11]
+# The official ConvNet prompt grid (tune_vtab.py, prompt_resnet).
+sweep_lrs = [5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05, 0.025, 0.01]
 
 optim_wrapper = dict(optimizer=dict(lr=2.5, weight_decay=1e-4))
 # Evaluate the test split once, after the last epoch.

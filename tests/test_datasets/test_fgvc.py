@@ -166,3 +166,28 @@ def test_duplicated_json_entry(tmp_path):
     path.write_text('{"a.jpg": 1, "b.jpg": 2, "a.jpg": 1}')
     with pytest.raises(ValueError, match="entry 'a.jpg' appears twice"):
         read_split_file(str(path))
+
+
+def test_eval_pipeline_is_the_official_one(tmp_path):
+    """The config's FGVC test pipeline equals the official torchvision one
+    (Resize(256) on the shorter side, bilinear, then CenterCrop(224)),
+    computed by hand with PIL."""
+    import numpy as np
+    from mmcv.transforms import Compose
+    from PIL import Image
+
+    from vpt_mm.runner import config_from_file
+    cfg = config_from_file(osp.join(osp.dirname(__file__), '..', '..',
+                                    'configs/fgvc/vpt_deep_vit-b.py'))
+    rng = np.random.RandomState(0)
+    rgb = rng.randint(0, 256, (300, 500, 3), dtype=np.uint8)
+    path = str(tmp_path / 'img.png')
+    Image.fromarray(rgb).save(path)
+    pipeline = Compose(cfg.test_dataloader.dataset.pipeline[:-1])
+    out = pipeline(dict(img_path=path))['img']  # BGR
+    resized = np.asarray(Image.fromarray(rgb).resize((426, 256),
+                                                     Image.BILINEAR))
+    top, left = int(round((256 - 224) / 2)), int(round((426 - 224) / 2))
+    expected = resized[top:top + 224, left:left + 224]
+    assert out.shape == (224, 224, 3)
+    assert np.array_equal(out[..., ::-1], expected)

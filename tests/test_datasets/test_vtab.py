@@ -36,7 +36,7 @@ def test_pipeline_resizes_to_224(vtab_root):
         split='train800',
         pipeline=[
             dict(type='LoadImageFromFile'),
-            dict(type='Resize', scale=(224, 224), interpolation='bicubic'),
+            dict(type='Resize', scale=(224, 224), interpolation='bilinear'),
             dict(type='PackInputs')
         ])
     sample = ds[0]

@@ -87,7 +87,8 @@ class FGVC(BenchmarkDataset):
     BENCHMARK = 'fgvc'
     SPLITS = ('train', 'val', 'trainval', 'test')
     TUNE_SPLITS = ('train', 'val')
-    FINAL_SPLITS = ('trainval', 'test')
+    #: As the official code: FGVC final runs train on train only.
+    FINAL_SPLITS = ('train', 'test')
 
     def read_split(self) -> List[Tuple[str, int, str]]:
         """Read the split and remap class ids over all three files."""

@@ -3,31 +3,32 @@
 # The dataset is chosen by the top-level ``task`` key (``--task cub``),
 # which also sets the head's num_classes.
 #
-# Splits: the final protocol trains on train + val (``trainval``) and
-# evaluates the test set after the last epoch; tools/sweep.py trains on
-# train and scores val. Pipeline: train resize 256x256 (bicubic), random
-# crop 224, horizontal flip; eval resize 256x256, center crop 224.
+# Splits: as the official code, the final runs train on ``train`` (the
+# official trainer adds val to training for VTAB only) and evaluate the test
+# set after the last epoch; tools/sweep.py trains on train and scores val.
+# Pipeline (the official one): decode with PIL, scale the shorter side to
+# 256 keeping the aspect ratio (bilinear, PIL), then a random 224 crop and a
+# horizontal flip for training, a center 224 crop for evaluation.
 task = 'cub'
 dataset_type = 'FGVC'
 data_root = 'data/fgvc'
 
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(256, 256), interpolation='bicubic'),
+    dict(type='LoadImageFromFile', imdecode_backend='pillow'),
+    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
+         interpolation='bilinear'),
     dict(type='RandomCrop', crop_size=224),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(256, 256), interpolation='bicubic'),
+    dict(type='LoadImageFromFile', imdecode_backend='pillow'),
+    dict(type='ResizeEdge', scale=256, edge='short', backend='pillow',
+         interpolation='bilinear'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),
 ]
 
-# The training pipeline is random (crop, flip) and runs in the workers:
-# workers that persist across epochs carry random states a checkpoint cannot
-# hold, so they start afresh every epoch and --resume stays exact.
 train_dataloader = dict(
     batch_size=128,
     num_workers=8,
@@ -37,7 +38,7 @@ train_dataloader = dict(
         type=dataset_type,
         task=task,
         data_root=data_root,
-        split='trainval',
+        split='train',
         pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )

@@ -5,15 +5,16 @@
 # Splits: the final protocol trains on all 1000 images (train800val200) and
 # evaluates the test set after the last epoch (the paper reports the final
 # epoch); tools/sweep.py trains on train800 and scores val200 to choose the
-# hyper-parameters. Pipeline: resize to 224x224 (bicubic), ImageNet
-# mean/std in the data preprocessor, no augmentation.
+# hyper-parameters. Pipeline: resize to 224x224, bilinear (the official
+# VTAB pipeline's), ImageNet mean/std in the data preprocessor, no
+# augmentation.
 task = 'cifar100'
 dataset_type = 'VTAB1k'
 data_root = 'data/vtab-1k'
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(224, 224), interpolation='bicubic'),
+    dict(type='Resize', scale=(224, 224), interpolation='bilinear'),
     dict(type='PackInputs'),
 ]
 test_pipeline = train_pipeline
