@@ -8,10 +8,9 @@ For each task of a VTAB-1k or FGVC config:
 2. **Select** the best score; ties go to the smaller lr, then the larger
    weight decay (the official script's order), then the shorter prompt.
    The choice and every score are written to ``<task>/best.json``.
-3. **Final**: retrain with the chosen values on the final split (VTAB:
-   train + val; FGVC: train, as the official code)
-   (``train800val200`` / ``trainval``) with N seeds and test each on the
-   test split.
+3. **Final**: retrain with the chosen values on the final split (VTAB
+   ``train800val200``; FGVC ``train``, as the official code) with N seeds
+   and test each on the test split.
 4. **Tables**: ``results.{md,csv,json}`` (per task mean ± std, group
    means) and ``hparams.{md,json}`` (the chosen values) under the sweep
    folder.
