@@ -304,3 +304,29 @@ def test_mmengine_loader_rebuilds_a_plain_backbone(tmp_path, pretrained):
     torch.save(state, other)
     with pytest.raises(ValueError, match='fingerprint'):
         load_checkpoint(_linear_classifier(str(other)), path)
+
+
+def test_adapter_is_the_official_pfeiffer_placement():
+    """A ViT block with an adapter computes, by hand from the official
+    definition: h = x + attn(ln1(x)); f = mlp(ln2(h));
+    out = h + f + up(gelu(down(f)))."""
+    model = classifier('vit', dict(type='Adapter', reduction=8))
+    block = model.backbone.layers[0]
+    with torch.no_grad():
+        block.adapter.up.weight.normal_()  # away from the identity init
+        block.adapter.up.bias.normal_()
+    block.eval()
+    x = torch.randn(2, 5, block.embed_dims)
+    with torch.no_grad():
+        h = x + block.attn(block.ln1(x))
+        f = block.ffn.layers(block.ln2(h))  # the hook is on these layers
+        # recompute f without the hook's adapter: the MLP's own modules
+        mlp = block.ffn.layers
+        g = block.ln2(h)
+        for layer in mlp:
+            g = layer(g)
+        a = block.adapter
+        expected = h + g + a.up(torch.nn.functional.gelu(a.down(g)))
+        assert torch.allclose(block(x), expected, atol=1e-6)
+        assert torch.allclose(f, g + a.up(torch.nn.functional.gelu(
+            a.down(g))), atol=1e-6)

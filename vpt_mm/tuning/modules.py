@@ -12,12 +12,15 @@ from ..registry import PRETRAIN_MODELS
 
 
 class Adapter(AddedModule):
-    """A Pfeiffer adapter: ``x + up(relu(down(x)))``.
+    """A Pfeiffer adapter, as the official VPT code applies it:
+    ``f + up(gelu(down(f)))`` on a block's FFN output ``f``, before the
+    block's residual add (the block returns ``x + f + up(gelu(down(f)))``).
 
-    The down-projection (d -> d / r) keeps PyTorch's random init and the
-    up-projection (d / r -> d) starts at zero, so the adapter starts as the
-    identity and both projections receive gradients from the first step
-    (zero-initialising both, as the reference implementation does, leaves
+    The one intended difference from the official code is the
+    initialisation: the down-projection (d -> d / r) keeps PyTorch's random
+    init and the up-projection (d / r -> d) starts at zero, so the adapter
+    starts as the identity and both projections receive gradients from the
+    first step (zero-initialising both, as the official code does, leaves
     every weight but the up-projection bias without gradient forever).
 
     Args:
@@ -34,7 +37,7 @@ class Adapter(AddedModule):
                              f'got {reduction!r}')
         hidden = max(1, embed_dims // reduction)
         self.down = nn.Linear(embed_dims, hidden)
-        self.act = nn.ReLU(inplace=False)
+        self.act = nn.GELU()
         self.up = nn.Linear(hidden, embed_dims)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
@@ -44,7 +47,9 @@ class Adapter(AddedModule):
 
 
 class _RunAdapter:
-    """Forward hook of a block's FFN: its output goes through the adapter.
+    """Forward hook of a block's FFN layers (the MLP, without the residual):
+    their output ``f`` goes through the adapter before the FFN adds the
+    residual.
 
     A hook (rather than wrapping the FFN) keeps every pretrained key where
     it was, so checkpoints load unchanged.
@@ -59,21 +64,21 @@ class _RunAdapter:
 
 
 def add_adapters(blocks: Sequence[nn.Module], reduction: int) -> None:
-    """Add an adapter after the FFN "Add" of every transformer block.
+    """Add an adapter to the FFN of every transformer block.
 
-    The adapter is stored as ``<block>.adapter`` and applied to the output of
-    the block's FFN, which in mmpretrain/mmcv blocks already includes the
-    residual (``ffn(norm(x), identity=x)``): the place of Pfeiffer's adapter
-    after the FFN's "Add & LayerNorm" in a pre-norm transformer.
+    The adapter is stored as ``<block>.adapter`` and applied to the output
+    of the FFN's layers (``block.ffn.layers``, mmcv's FFN MLP), before the
+    FFN adds the residual: ``x + f + adapter_delta(f)`` with
+    ``f = MLP(norm(x))``, the official placement.
 
     Args:
-        blocks (Sequence[nn.Module]): Blocks with an ``ffn`` whose
-            ``embed_dims`` is the token width.
+        blocks (Sequence[nn.Module]): Blocks with an mmcv ``FFN`` as ``ffn``
+            (its ``layers`` are the MLP, ``embed_dims`` the token width).
         reduction (int): Reduction factor r.
     """
     for block in blocks:
         block.adapter = Adapter(block.ffn.embed_dims, reduction)
-        block.ffn.register_forward_hook(_RunAdapter(block.adapter))
+        block.ffn.layers.register_forward_hook(_RunAdapter(block.adapter))
 
 
 class SideNetwork(nn.Module):
