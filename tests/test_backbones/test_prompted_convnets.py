@@ -32,7 +32,8 @@ def parent_of(model):
 
 
 def test_padding_prompt_frame():
-    pad = PaddingPrompt(dict(num_tokens=2, dropout=0.0), (4, 6))
+    pad = PaddingPrompt(dict(num_tokens=2, dropout=0.0), (4, 6),
+                        space='normalized')
     with torch.no_grad():
         for i, name in enumerate(['top', 'bottom', 'left', 'right']):
             getattr(pad, name).fill_(i + 1)
@@ -48,7 +49,8 @@ def test_padding_prompt_frame():
 
 
 def test_padding_prompt_init_and_dropout():
-    pad = PaddingPrompt(dict(num_tokens=3, dropout=0.5), 8)
+    pad = PaddingPrompt(dict(num_tokens=3, dropout=0.5), 8,
+                        space='normalized')
     assert all((p == 0).all() for p in pad.parameters())
     with torch.no_grad():
         for p in pad.parameters():
@@ -61,6 +63,32 @@ def test_padding_prompt_init_and_dropout():
     assert set(frame.unique().tolist()) <= {0.0, 2.0}
     pad.eval()
     assert (pad(torch.zeros(1, 3, 8, 8))[:, :, :3] == 1).all()
+
+
+def test_pixel_space_frame_is_the_official_one():
+    """Official pad prompts: pixels in [0, 1], U(0, 1) init, normalised
+    with ImageNet mean/std in the forward pass; gradients w.r.t. the pixel
+    parameters are those w.r.t. the normalised frame divided by std."""
+    pad = PaddingPrompt(dict(num_tokens=2, dropout=0.0), (4, 6))
+    assert pad.space == 'pixel'
+    assert set(dict(pad.named_parameters())) == {'top', 'bottom', 'left',
+                                                 'right'}
+    assert 'mean' not in pad.state_dict()
+    for strip in pad.parameters():
+        assert strip.min() >= 0 and strip.max() <= 1
+        assert strip.std() > 0.1  # U(0, 1), not a constant
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    out = pad(torch.zeros(1, 3, 4, 6))
+    torch.testing.assert_close(out[:, :, :2], (pad.top - mean) / std)
+    torch.testing.assert_close(out[:, :, 2:-2, :2], (pad.left - mean) / std)
+    weight = torch.randn_like(out)
+    (out * weight).sum().backward()
+    torch.testing.assert_close(pad.top.grad, weight[:, :, :2] / std)
+    with pytest.raises(ValueError, match='mean and std per input channel'):
+        PaddingPrompt(dict(num_tokens=1), 8, in_channels=1)
+    with pytest.raises(ValueError, match='Unknown padding prompt space'):
+        PaddingPrompt(dict(num_tokens=1), 8, space='raw')
 
 
 @pytest.mark.parametrize('build', [resnet, convnext])
@@ -111,10 +139,14 @@ def test_frozen_backbone_contract(build):
     assert not any(m.training for n, m in model.named_modules()
                    if n and not n.startswith('prompt'))
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    # A large lr: the random atto ConvNeXt's gradients at its bottom/right
+    # border are tiny (~1e-13).
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
-                          lr=1.0)
+                          lr=1e6)
     for _ in range(2):
         model(torch.randn(4, 3, 32, 32))[-1].square().mean().backward()
+        assert all(getattr(model.prompt, n.split('.')[1]).grad.abs().sum()
+                   > 0 for n in PADDING)
         opt.step()
         opt.zero_grad()
     after = model.state_dict()

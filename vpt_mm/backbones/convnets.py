@@ -29,9 +29,11 @@ class PaddingPromptMixin(FrozenBackboneMixin):
                              img_size: Union[int, Sequence[int]],
                              in_channels: int,
                              freeze_backbone: bool,
-                             trainable: Sequence[str] = ()) -> None:
+                             trainable: Sequence[str] = (),
+                             frame: Optional[dict] = None) -> None:
         self.prompt = PaddingPrompt(
-            prompt_cfg or {}, img_size=img_size, in_channels=in_channels)
+            prompt_cfg or {}, img_size=img_size, in_channels=in_channels,
+            **(frame or {}))
         self.init_frozen_backbone(freeze_backbone, trainable)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -60,6 +62,9 @@ class PromptedConvNeXt(PaddingPromptMixin, ConvNeXt):
         trainable (Sequence[str]): Regular expressions of backbone parameter
             names that also train, e.g. ``[r'(^|\.)bias$']``.
             Defaults to ().
+        frame (dict, optional): ``space``, ``mean``, ``std`` of
+            :class:`~vpt_mm.prompts.PaddingPrompt` (default: the official
+            pixel-space frame, ImageNet mean/std).
         **kwargs: Other arguments of mmpretrain's ``ConvNeXt``.
     """
 
@@ -70,10 +75,11 @@ class PromptedConvNeXt(PaddingPromptMixin, ConvNeXt):
                  prompt_cfg: Optional[dict] = None,
                  freeze_backbone: bool = True,
                  trainable: Sequence[str] = (),
+                 frame: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(arch=arch, in_channels=in_channels, **kwargs)
         self._init_padding_prompt(prompt_cfg, img_size, in_channels,
-                                  freeze_backbone, trainable)
+                                  freeze_backbone, trainable, frame)
 
 
 @register_model()
@@ -93,6 +99,7 @@ class PromptedResNet(PaddingPromptMixin, ResNet):
         trainable (Sequence[str]): Regular expressions of backbone parameter
             names that also train, e.g. ``[r'(^|\.)bias$']``.
             Defaults to ().
+        frame (dict, optional): As for :class:`PromptedConvNeXt`.
         **kwargs: Other arguments of mmpretrain's ``ResNet``.
     """
 
@@ -103,7 +110,8 @@ class PromptedResNet(PaddingPromptMixin, ResNet):
                  prompt_cfg: Optional[dict] = None,
                  freeze_backbone: bool = True,
                  trainable: Sequence[str] = (),
+                 frame: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(depth=depth, in_channels=in_channels, **kwargs)
         self._init_padding_prompt(prompt_cfg, img_size, in_channels,
-                                  freeze_backbone, trainable)
+                                  freeze_backbone, trainable, frame)
