@@ -1,6 +1,8 @@
 # VPT-Deep on an FGVC dataset, Swin-B (window 7, 224) pre-trained on
 # ImageNet-21k: prompts in every window of every block, each stage's at its
-# own width, dropped before patch merging (vpt_mm/backbones/swin.py).
+# own width, carried through patch merging as in the official code; the
+# feature averages the final prompt and image tokens
+# (vpt_mm/backbones/swin.py).
 #   python tools/train.py configs/fgvc/vpt_deep_swin-b.py --task stanford_dogs
 # Default task: cub. Paper protocol (Table 6): batch 128, SGD with
 # lr = base_lr * total_batch / 256, 10 warm-up epochs + cosine, 100 epochs.

@@ -1,6 +1,8 @@
 # VPT-Shallow on an FGVC dataset, Swin-B (window 7, 224) pre-trained on
-# ImageNet-21k: prompts enter at the first block and flow through stage 1
-# (dropped before the first patch merging); otherwise as vpt_deep_swin-b.py.
+# ImageNet-21k: prompts enter at the first block and flow through every
+# stage, carried through patch merging as in the official code (the paper's
+# text drops them: backbone prompt_merging='drop'); otherwise as
+# vpt_deep_swin-b.py.
 #   python tools/train.py configs/fgvc/vpt_shallow_swin-b.py \
 #       --task stanford_dogs
 # Default task: cub. base_lr, weight decay and the prompt length are

@@ -1,9 +1,12 @@
 # VPT-Deep on an VTAB-1k task, Swin-B (window 7, 224) pre-trained on
 # ImageNet-21k: prompts in every window of every block, each stage's at its
-# own width, dropped before patch merging (vpt_mm/backbones/swin.py).
+# own width, carried through patch merging as in the official code; the
+# feature averages the final prompt and image tokens
+# (vpt_mm/backbones/swin.py).
 #   python tools/train.py configs/vtab/vpt_deep_swin-b.py --task dmlab
-# Default task: cifar100. Paper protocol (Table 6): batch 128, SGD with
-# lr = base_lr * total_batch / 256, 10 warm-up epochs + cosine, 100 epochs.
+# Default task: cifar100. Official protocol: batch 128, SGD with
+# lr = base_lr * total_batch / 256, 10 warm-up epochs + cosine per epoch,
+# 100 epochs.
 # base_lr, weight decay and the prompt length (prompt_lengths) are chosen per
 # task on val200 by tools/sweep.py; the values here are only a starting point.
 _base_ = [

@@ -176,3 +176,94 @@ def test_registered_in_both_codebases():
                out_indices=(1, ))
     assert isinstance(PRETRAIN.build(cfg), PromptedSwin)
     assert isinstance(SEG.build(cfg), PromptedSwin)
+
+
+def test_merge_prompts_is_a_merging_of_constant_tokens():
+    """A carried prompt is what patch merging makes of a 2x2 block of
+    tokens that all equal it (the official repeat-4-then-merge)."""
+    from vpt_mm.backbones.swin import merge_prompts
+    model = tiny_swin(dict(num_tokens=2))
+    down = model.stages[0].downsample
+    prompts = torch.randn(3, 2, 16)
+    merged = merge_prompts(down, prompts)
+    assert merged.shape == (3, 2, 32)
+    for k in range(2):
+        const = prompts[:, k:k + 1].expand(3, 16, 16).contiguous()  # 4x4
+        out, hw = down(const, (4, 4))
+        assert hw == (2, 2)
+        torch.testing.assert_close(out, merged[:, k:k + 1].expand(3, 4, 32))
+
+
+def test_shallow_prompts_reach_the_last_stage_only_when_carried():
+    """VPT-Shallow (prompts at block 1): with the official carry, the last
+    stage's output depends on prompts carried through patch merging; with
+    'drop' it only sees image tokens. Stage 1 is the same for both."""
+    torch.manual_seed(0)
+    carry = tiny_swin(dict(num_tokens=3, dropout=0.0))
+    drop = tiny_swin(dict(num_tokens=3, dropout=0.0), prompt_merging='drop')
+    drop.load_state_dict(carry.state_dict())
+    carry.eval()
+    drop.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        (c0, c1), (d0, d1) = carry(x), drop(x)
+    torch.testing.assert_close(c0, d0)
+    assert (c1 - d1).abs().max() > 1e-3
+    # ... and in 'drop' mode the last stage is the parent's on the same
+    # stage-1 output (no prompt token reaches it).
+    with torch.no_grad():
+        y, hw = drop.stages[0].downsample(_stage_tokens(drop, x), (8, 8))
+        for block in drop.stages[1].blocks:
+            y = block(y, hw)
+        expected = drop.norm1(y).view(2, 4, 4, 32).permute(0, 3, 1, 2)
+    torch.testing.assert_close(d1, expected)
+
+
+def _stage_tokens(model, x):
+    """Image tokens after stage 1 (before its norm), by a hook."""
+    seen = {}
+
+    def hook(module, args, out):
+        seen['x'] = args[0]
+
+    handle = model.stages[0].downsample.register_forward_hook(hook)
+    model(x)
+    handle.remove()
+    return seen['x']
+
+
+def test_pooling_with_prompts():
+    """out_type='avg_all' (official) averages the final stage's normalised
+    prompt and image tokens; 'avg_featmap' the image tokens only, which is
+    the GlobalAveragePooling of the featmap output."""
+    torch.manual_seed(0)
+    kwargs = dict(out_indices=(1, ))
+    feat = tiny_swin(dict(num_tokens=3, deep=True, dropout=0.0), **kwargs)
+    avg_all = tiny_swin(dict(num_tokens=3, deep=True, dropout=0.0),
+                        out_type='avg_all', **kwargs)
+    avg_img = tiny_swin(dict(num_tokens=3, deep=True, dropout=0.0),
+                        out_type='avg_featmap', **kwargs)
+    for m in (avg_all, avg_img):
+        m.load_state_dict(feat.state_dict())
+    for m in (feat, avg_all, avg_img):
+        m.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        (fm, ), (pooled_all, ), (pooled_img, ) = feat(x), avg_all(x), \
+            avg_img(x)
+    torch.testing.assert_close(pooled_img, fm.mean(dim=(2, 3)))
+    assert pooled_all.shape == (2, 32)
+    # 16 image tokens and 3 prompts: the prompts' mean makes the difference.
+    prompt_mean = (19 * pooled_all - 16 * pooled_img) / 3
+    assert (prompt_mean - pooled_img).abs().max() > 1e-3
+    with pytest.raises(ValueError, match='out_indices must be'):
+        tiny_swin(dict(num_tokens=1), out_type='avg_all')
+
+
+def test_prompt_init_bound_from_the_stage_1_width():
+    model = tiny_swin(dict(num_tokens=50, deep=True))
+    bound = (6.0 / (3 * 4 * 4 + 16)) ** 0.5
+    for stage in ('0', '1'):
+        emb = model.prompt[stage].embeddings
+        assert emb.abs().max() <= bound
+        assert emb.abs().max() > 0.9 * bound

@@ -1,8 +1,11 @@
 """PromptedSwin: mmpretrain's SwinTransformer with visual prompts.
 
 Visual Prompt Tuning (Jia et al., ECCV 2022, arXiv 2203.12119), Sec. 4.4
-("Swin"): prompts are attended inside every local window and ignored by
-patch merging.
+("Swin"): prompts are attended inside every local window. As in the official
+implementation (which produced the published numbers), prompt outputs are
+carried through patch merging into the next stage and the pooled output
+averages the final prompt tokens with the image tokens; the paper's text
+(prompts dropped at patch merging, pooling over image tokens) is an option.
 """
 from __future__ import annotations
 
@@ -17,7 +20,35 @@ from mmpretrain.models.utils import resize_pos_embed
 
 from ..prompts import PromptConfig, VisualPrompt
 from ..registry import register_model
+from ..validation import require_str
 from .frozen import FrozenBackboneMixin
+
+#: What happens to prompt outputs at patch merging.
+PROMPT_MERGING = ('carry', 'drop')
+#: Outputs of PromptedSwin.
+SWIN_OUT_TYPES = ('featmap', 'avg_all', 'avg_featmap')
+
+
+def merge_prompts(downsample: nn.Module,
+                  prompts: torch.Tensor) -> torch.Tensor:
+    """Carry prompt tokens (B, p, C) through a patch merging, as the
+    official implementation: each prompt's vector is repeated for the 2x2
+    positions the merging concatenates, then goes through the merging's norm
+    and reduction, giving (B, p, 2C).
+
+    mmpretrain's ``PatchMerging`` concatenates with ``nn.Unfold``, whose
+    channels are channel-major (c * 4 + position), so the repeat is
+    ``repeat_interleave``; the official (position-major) concatenation is
+    the same vector once the converter has reordered the reduction weights.
+    """
+    kernel = downsample.sampler.kernel_size
+    k = kernel[0] * kernel[1] if isinstance(kernel, tuple) else kernel**2
+    y = prompts.repeat_interleave(k, dim=-1)
+    if getattr(downsample, 'use_post_norm', False):
+        y = downsample.reduction(y)
+        return downsample.norm(y) if downsample.norm else y
+    y = downsample.norm(y) if downsample.norm else y
+    return downsample.reduction(y)
 
 
 def _window_attention(attn: nn.Module, x: torch.Tensor,
@@ -148,18 +179,27 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
       an image token. In VPT-Deep the next block discards these outputs and
       inserts its own prompts; after the last prompted block of a range, the
       outputs flow on through the rest of the stage (VPT-Shallow).
-    - **Stages.** Prompts are dropped before every patch merging, so they
-      never reach the next stage or the output. Each stage has its own
-      prompts at its own width (``prompt.<stage>.embeddings``), initialised
-      uniformly in +-sqrt(6 / (3 * 4 * 4 + C_stage)) (patch size 4).
-      ``layers`` ranges count blocks over all stages, 1..sum(depths)
-      (1..24 for Swin-B): ``deep=True`` prompts every block, ``deep=False``
-      the first block only (so prompts live in stage 1). ``share='inter'`` /
-      ``'all'`` share prompts within a stage (stage widths differ).
-    - **Outputs.** As mmpretrain's Swin: the normalised image tokens of the
-      ``out_indices`` stages as (B, C, H, W) feature maps, without prompts.
-      For classification a ``GlobalAveragePooling`` neck then averages the
-      final stage's image tokens, as mmpretrain's Swin classifiers do.
+    - **Stages.** With ``prompt_merging='carry'`` (default, the official
+      implementation) prompt outputs go through every patch merging like
+      image tokens (each prompt vector repeated for the 2x2 positions, then
+      the merging's norm and reduction, :func:`merge_prompts`), so
+      VPT-Shallow prompts reach every stage; in VPT-Deep the next stage's
+      first block replaces them. ``prompt_merging='drop'`` (the paper's
+      text) drops them before every patch merging. Each stage has its own
+      prompts at its own width (``prompt.<stage>.embeddings``), all
+      initialised uniformly in +-sqrt(6 / (3 * 4 * 4 + C_1)) with the
+      stage-1 width C_1, as the official code. ``layers`` ranges count
+      blocks over all stages, 1..sum(depths) (1..24 for Swin-B):
+      ``deep=True`` prompts every block, ``deep=False`` the first block
+      only. ``share='inter'`` / ``'all'`` share prompts within a stage
+      (stage widths differ).
+    - **Outputs.** ``out_type='featmap'`` (default): as mmpretrain's Swin,
+      the normalised image tokens of the ``out_indices`` stages as
+      (B, C, H, W) feature maps, without prompts (segmentation, or a
+      ``GlobalAveragePooling`` neck). ``out_type='avg_all'``: the official
+      classification feature, the mean over the final stage's normalised
+      prompt and image tokens, (B, C) (the benchmark configs use it, with no
+      neck); ``'avg_featmap'``: the mean over its image tokens only.
 
     Only ``location='prepend'`` with ``init='random'`` applies to Swin;
     other settings raise :class:`ValueError`. The frozen-backbone contract
@@ -176,6 +216,10 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
         trainable (Sequence[str]): Regular expressions of backbone
             parameter names that also train in the frozen backbone, e.g.
             ``[r'(^|\.)bias$']`` for VPT + Bias. Defaults to ().
+        prompt_merging (str): ``'carry'`` (official) or ``'drop'`` (paper
+            text). Defaults to ``'carry'``.
+        out_type (str): ``'featmap'``, ``'avg_all'`` or ``'avg_featmap'``.
+            Defaults to ``'featmap'``.
         **kwargs: Other arguments of mmpretrain's ``SwinTransformer``
             (``window_size``, ``out_indices``, ``pad_small_map``, ...).
 
@@ -195,8 +239,24 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                  prompt_cfg: Optional[dict] = None,
                  freeze_backbone: bool = True,
                  trainable: Sequence[str] = (),
+                 prompt_merging: str = 'carry',
+                 out_type: str = 'featmap',
                  **kwargs) -> None:
         super().__init__(arch=arch, img_size=img_size, **kwargs)
+        if require_str('prompt_merging', prompt_merging) not in \
+                PROMPT_MERGING:
+            raise ValueError(f'Unknown prompt_merging {prompt_merging!r}; '
+                             f'choose from {PROMPT_MERGING}')
+        if require_str('out_type', out_type) not in SWIN_OUT_TYPES:
+            raise ValueError(f'Unknown PromptedSwin out_type {out_type!r}; '
+                             f'choose from {SWIN_OUT_TYPES}')
+        last = len(self.stages) - 1
+        if out_type != 'featmap' and tuple(self.out_indices) != (last, ):
+            raise ValueError(
+                f"out_type={out_type!r} pools the last stage: out_indices "
+                f'must be ({last}, ), got {tuple(self.out_indices)}')
+        self.prompt_merging = prompt_merging
+        self.out_type = out_type
         cfg = PromptConfig.from_dict(prompt_cfg or {})
         if cfg.location != 'prepend' or cfg.init != 'random':
             raise ValueError(
@@ -219,7 +279,8 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                     embed_dims=stage.embed_dims,
                     num_layers=depth,
                     patch_size=patch_size,
-                    grid_size=res)
+                    grid_size=res,
+                    init_dims=self.embed_dims)
             first += depth
             res = ((res[0] + 1) // 2, (res[1] + 1) // 2)
         self.init_frozen_backbone(freeze_backbone, trainable)
@@ -235,9 +296,9 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
         x = self.drop_after_pos(x)
 
         outs = []
+        prompts = None
         for i, stage in enumerate(self.stages):
             prompt = self.prompt[str(i)] if str(i) in self.prompt else None
-            prompts = None
             for j, block in enumerate(stage.blocks):
                 if prompt is not None and j in prompt.layer_ids:
                     prompts = prompt.layer_prompts(j, B).expand(
@@ -247,14 +308,37 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                 else:
                     x, prompts = prompted_swin_block(block, x, hw_shape,
                                                      prompts)
-            # Prompt outputs end here: patch merging ignores them.
             if stage.downsample is not None and self.out_after_downsample:
-                x, hw_shape = stage.downsample(x, hw_shape)
+                x, hw_shape, prompts = self._merge(stage, x, hw_shape,
+                                                   prompts)
             if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(x)
-                outs.append(
-                    out.view(B, *hw_shape, self.num_features[i]).permute(
-                        0, 3, 1, 2).contiguous())
+                outs.append(self._output(i, x, hw_shape, prompts))
             if stage.downsample is not None and not self.out_after_downsample:
-                x, hw_shape = stage.downsample(x, hw_shape)
+                x, hw_shape, prompts = self._merge(stage, x, hw_shape,
+                                                   prompts)
         return tuple(outs)
+
+    def _merge(self, stage: nn.Module, x: torch.Tensor,
+               hw_shape: Sequence[int], prompts: Optional[torch.Tensor]
+               ) -> Tuple[torch.Tensor, Sequence[int], Optional[torch.Tensor]]:
+        """Patch merging of the image tokens; the prompts are carried
+        (:func:`merge_prompts`) or dropped, by ``prompt_merging``."""
+        if prompts is not None:
+            prompts = merge_prompts(stage.downsample, prompts) if \
+                self.prompt_merging == 'carry' else None
+        x, hw_shape = stage.downsample(x, hw_shape)
+        return x, hw_shape, prompts
+
+    def _output(self, i: int, x: torch.Tensor, hw_shape: Sequence[int],
+                prompts: Optional[torch.Tensor]) -> torch.Tensor:
+        """Stage ``i``'s output: a normalised feature map, or the mean of
+        the normalised tokens (``avg_all``: prompts included)."""
+        norm = getattr(self, f'norm{i}')
+        if self.out_type == 'featmap':
+            out = norm(x)
+            return out.view(x.shape[0], *hw_shape,
+                            self.num_features[i]).permute(0, 3,
+                                                          1, 2).contiguous()
+        if self.out_type == 'avg_all' and prompts is not None:
+            x = torch.cat([prompts, x], dim=1)
+        return norm(x).mean(dim=1)

@@ -74,6 +74,9 @@ class VisualPrompt(PromptModule):
             size; needed by ``'add'`` (p must equal h * w) and
             ``'concat-channel'``.
         in_channels (int): Image channels. Defaults to 3.
+        init_dims (int, optional): The width d in the random init bound, if
+            not the prompt width (Swin: the official code uses the stage-1
+            width for every stage). Defaults to None.
 
     Examples:
         >>> prompt = VisualPrompt(dict(num_tokens=5, deep=True), 192, 12, 16,
@@ -89,7 +92,8 @@ class VisualPrompt(PromptModule):
                  num_layers: int,
                  patch_size: Union[int, Sequence[int]],
                  grid_size: Sequence[int],
-                 in_channels: int = 3) -> None:
+                 in_channels: int = 3,
+                 init_dims: Optional[int] = None) -> None:
         super().__init__()
         cfg = PromptConfig.from_dict(prompt_cfg)
         self.cfg = cfg
@@ -105,7 +109,7 @@ class VisualPrompt(PromptModule):
 
         ph, pw = self.patch_size
         width = cfg.proj_dim or embed_dims
-        bound = math.sqrt(6.0 / float(3 * ph * pw + width))
+        bound = math.sqrt(6.0 / float(3 * ph * pw + (init_dims or width)))
         num_patches = self.grid_size[0] * self.grid_size[1]
 
         if self.location == 'prepend-pixel':

@@ -19,11 +19,15 @@ model = dict(
         drop_rate=0.0,
         drop_path_rate=0.0,
         out_indices=(3, ),
+        # The official Swin VPT: prompts carried through patch merging, the
+        # feature is the mean of the final prompt and image tokens.
+        prompt_merging='carry',
+        out_type='avg_all',
         prompt_cfg=dict(num_tokens=10, deep=True, dropout=0.1),
         init_cfg=dict(
             type='Pretrained',
             checkpoint='checkpoints/swin-b_in21k.pth')),
-    neck=dict(type='GlobalAveragePooling'),
+    neck=None,
     head=dict(
         type='LinearClsHead',
         num_classes=1000,
