@@ -171,8 +171,14 @@ class VPTCheckpointHook(CheckpointHook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Add the RNG states and the integrity record."""
         from .checkpoints import CHECKPOINT_META_KEY, checkpoint_record
-        states = getattr(self, '_rng_states', None)
-        checkpoint['rng_state'] = states if states else [rng_state()]
+        # Periodic saves gathered every process's state just before; any
+        # other save (e.g. save_best, during validation) holds this
+        # process's training-stream state.
+        states, self._rng_states = getattr(self, '_rng_states', None), None
+        if not states:
+            stashed = getattr(self, '_val_rng', None)
+            states = [stashed if stashed is not None else rng_state()]
+        checkpoint['rng_state'] = states
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         checkpoint['meta'][CHECKPOINT_META_KEY] = checkpoint_record(
