@@ -130,3 +130,12 @@ def test_latest_checkpoint(tmp_path):
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
     (tmp_path / 'last_checkpoint').write_text('')  # killed while written
     assert latest_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_10.pth')
+
+
+def test_tuned_file_mode_follows_the_umask(tmp_path):
+    import os
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(classifier(), path)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask

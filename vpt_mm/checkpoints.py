@@ -232,6 +232,11 @@ def save_tuned(model: nn.Module, filename: str) -> Dict[str, torch.Tensor]:
     os.makedirs(dirname, exist_ok=True)
     tmp = f'{filename}.tmp'
     save_file(state, tmp, metadata=meta)
+    # safetensors creates its file with mode 0600; use the usual mode
+    # (0666 less the umask), as any other file the tools write.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, filename)
     return state
 
