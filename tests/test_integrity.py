@@ -139,3 +139,33 @@ def test_tuned_file_mode_follows_the_umask(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def _training_checkpoint(path, model):
+    """A checkpoint as VPTCheckpointHook writes it (with its record)."""
+    from vpt_mm.checkpoints import CHECKPOINT_META_KEY, checkpoint_record
+    ckpt = dict(meta=dict(epoch=1), state_dict=model.state_dict())
+    ckpt['meta'][CHECKPOINT_META_KEY] = checkpoint_record(model, ckpt)
+    torch.save(ckpt, path)
+
+
+def test_mmengine_loaders_check_vpt_mm_checkpoints(tmp_path):
+    """mmengine's generic, non-strict load_checkpoint (what mmpretrain's
+    inferencer calls) verifies and strictly loads a vpt_mm checkpoint."""
+    from mmengine.runner import load_checkpoint
+    path = str(tmp_path / 'epoch_1.pth')
+    _training_checkpoint(path, classifier(num_tokens=5))
+    load_checkpoint(classifier(num_tokens=5), path)
+    with pytest.raises(ValueError, match=r"'prompt.embeddings' has shape "
+                       r'\(4, 5, 32\) in the checkpoint, \(4, 2, 32\)'):
+        load_checkpoint(classifier(num_tokens=2), path)
+    ckpt = torch.load(path)
+    ckpt['state_dict']['head.fc.bias'] = ckpt['state_dict'][
+        'head.fc.bias'] + 1
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match='is corrupted'):
+        load_checkpoint(classifier(num_tokens=5), path)
+    # A checkpoint vpt_mm did not write keeps mmengine's behaviour.
+    plain = str(tmp_path / 'plain.pth')
+    torch.save(dict(state_dict=classifier(num_tokens=5).state_dict()), plain)
+    load_checkpoint(classifier(num_tokens=2), plain)

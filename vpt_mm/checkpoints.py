@@ -457,6 +457,75 @@ def read_tuned_for_mmengine(filename: str, map_location=None) -> dict:
     return dict(state_dict=state, meta=dict(vpt_mm_tuned=filename))
 
 
+class _CheckpointMarker(dict):
+    """``state_dict._metadata`` of a vpt_mm training checkpoint read by
+    mmengine's generic loader: each module's ``local_metadata`` is the saved
+    one plus the checkpoint's name, so the load pre-hooks of vpt_mm's
+    backbones and ``TunedClassifier`` check their keys strictly."""
+
+    def __init__(self, metadata: Optional[dict], filename: str) -> None:
+        super().__init__(metadata or {})
+        self.filename = filename
+
+    def get(self, key, default=None):
+        entry = dict(super().get(key, default) or {})
+        entry['vpt_mm_checkpoint'] = self.filename
+        return entry
+
+
+def read_checkpoint_for_mmengine(filename: str, map_location=None) -> dict:
+    """mmengine ``CheckpointLoader`` scheme of local files.
+
+    mmengine's own reader, plus, for a checkpoint written by vpt_mm (one
+    with ``meta['vpt_mm']``): the recorded sha256 is verified, non-finite
+    tensors are refused, and the state dict is marked so that the modules
+    of vpt_mm load it strictly (:func:`check_full_source`) even when the
+    caller (e.g. mmpretrain's inferencer) loads non-strictly. Other files
+    are returned unchanged.
+    """
+    from mmengine.runner.checkpoint import load_from_local
+    checkpoint = load_from_local(filename, map_location)
+    if (isinstance(checkpoint, dict)
+            and isinstance(checkpoint.get('meta'), dict)
+            and checkpoint['meta'].get(CHECKPOINT_META_KEY)):
+        verify_checkpoint(checkpoint, filename)
+        state = checkpoint['state_dict']
+        check_finite(state, filename)
+        marked = OrderedDict(state)
+        marked._metadata = _CheckpointMarker(
+            getattr(state, '_metadata', None), filename)
+        checkpoint = dict(checkpoint, state_dict=marked)
+    return checkpoint
+
+
+def check_full_source(module: nn.Module, state: dict, prefix: str,
+                      local_metadata: dict) -> None:
+    """Load pre-hook: a vpt_mm training checkpoint read by a generic
+    mmengine loader must fit ``module`` exactly (keys and shapes).
+
+    Raises:
+        ValueError: Naming the first key that does not fit.
+    """
+    source = local_metadata.get('vpt_mm_checkpoint') if local_metadata \
+        else None
+    if not source:
+        return
+    expected = module.state_dict()
+    own = {k[len(prefix):]: v for k, v in state.items()
+           if k.startswith(prefix)}
+    _check_key_sets(
+        [k for k in expected if k not in own],
+        [k for k in own if k not in expected],
+        f'{source} does not fit {type(module).__name__}',
+        'is it a checkpoint of this config?')
+    for key, value in own.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f'{source} does not fit {type(module).__name__}: {key!r} '
+                f'has shape {tuple(value.shape)} in the checkpoint, '
+                f'{tuple(expected[key].shape)} in the model')
+
+
 def check_tuned_source(backbone: nn.Module,
                        state: dict,
                        prefix: str,
@@ -504,11 +573,14 @@ def check_tuned_source(backbone: nn.Module,
 
 def register_safetensors_scheme() -> None:
     """Let mmengine's ``CheckpointLoader`` read ``*.safetensors`` paths
-    through :func:`read_tuned_for_mmengine` (idempotent)."""
+    through :func:`read_tuned_for_mmengine`, and local checkpoints through
+    :func:`read_checkpoint_for_mmengine` (idempotent)."""
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(
         prefixes=SAFETENSORS_SCHEME, loader=read_tuned_for_mmengine,
         force=True)
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=read_checkpoint_for_mmengine, force=True)
 
 
 #: Matches a path ending in ``.safetensors`` (mmengine matches schemes with

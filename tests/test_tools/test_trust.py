@@ -106,8 +106,10 @@ def test_tuned_file_needs_its_backbone(trained, tmp_path):
 def test_mmpretrain_inferencer_rebuilds_the_backbone(trained):
     """mmpretrain's own inferencer given a tuned-only file: the backbone is
     loaded from the config's pretrained checkpoint and verified, so the
-    predictions equal tools/test.py's model."""
+    predictions equal tools/test.py's model; given a training checkpoint of
+    another prompt length, it refuses."""
     _, cfg, work, tuned = trained
+    ckpt = osp.join(work, 'epoch_1.pth')
     code = f"""
 import numpy as np, torch, vpt_mm
 from mmengine.config import Config
@@ -134,9 +136,18 @@ except ValueError as err:
     print('refused:', err)
 else:
     raise AssertionError('a random backbone was accepted')
+cfg = Config.fromfile({cfg!r})
+cfg.model.backbone.prompt_cfg.num_tokens = 4
+try:
+    ImageClassificationInferencer(cfg, pretrained={ckpt!r})
+except ValueError as err:
+    assert "'prompt.embeddings' has shape" in str(err), err
+    print('refused pth:', err)
+else:
+    raise AssertionError('a p=8 checkpoint was loaded into p=4')
 """
     out = run([sys.executable, '-c', code])
-    assert 'refused:' in out
+    assert 'refused:' in out and 'refused pth:' in out
 
 
 def flip_byte(src, dst, offset_from_end):

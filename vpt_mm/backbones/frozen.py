@@ -5,7 +5,11 @@ from typing import Sequence
 
 from mmpretrain.models.backbones import VisionTransformer
 
-from ..checkpoints import check_tuned_source, load_pretrained_backbone
+from ..checkpoints import (
+    check_full_source,
+    check_tuned_source,
+    load_pretrained_backbone,
+)
 from ..prompts import PromptModule
 from ..registry import register_model
 from ..tuning.protocols import set_trainable
@@ -31,7 +35,9 @@ class FrozenBackboneMixin:
       (e.g. mmpretrain's ``ImageClassificationInferencer(cfg,
       pretrained=FILE)``) first loads the pretrained backbone and checks
       that it is the one the file was trained on
-      (:func:`~vpt_mm.checkpoints.check_tuned_source`).
+      (:func:`~vpt_mm.checkpoints.check_tuned_source`); a vpt_mm training
+      checkpoint loaded that way must fit exactly
+      (:func:`~vpt_mm.checkpoints.check_full_source`).
     """
 
     freeze_backbone = False
@@ -61,6 +67,7 @@ class FrozenBackboneMixin:
 
     def _check_tuned_source(self, state_dict, prefix, local_metadata,
                             *args) -> None:
+        check_full_source(self, state_dict, prefix, local_metadata)
         check_tuned_source(self, state_dict, prefix, local_metadata)
 
     def train(self, mode: bool = True):

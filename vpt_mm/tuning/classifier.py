@@ -7,7 +7,11 @@ import torch
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
 
-from ..checkpoints import check_tuned_source, load_pretrained_backbone
+from ..checkpoints import (
+    check_full_source,
+    check_tuned_source,
+    load_pretrained_backbone,
+)
 from ..registry import PRETRAIN_MODELS
 from .modules import MlpClsHead, SideNetwork, add_adapters
 from .protocols import (
@@ -68,6 +72,13 @@ class TunedClassifier(ImageClassifier):
             # The prompted/frozen backbones register this themselves.
             self.backbone._register_load_state_dict_pre_hook(
                 self._check_tuned_source)
+        # A vpt_mm training checkpoint read by a generic mmengine loader
+        # (e.g. mmpretrain's inferencer) must fit the whole model.
+        self._register_load_state_dict_pre_hook(self._check_full_source)
+
+    def _check_full_source(self, state_dict, prefix, local_metadata,
+                           *args) -> None:
+        check_full_source(self, state_dict, prefix, local_metadata)
 
     def _plain_pretrained(self) -> Optional[dict]:
         """The ``Pretrained`` init_cfg of a backbone that is not one of
