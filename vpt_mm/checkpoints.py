@@ -78,6 +78,26 @@ def _check_key_sets(missing: list, unexpected: list, what: str,
             f'missing, {len(unexpected)} unexpected keys in all; {hint})')
 
 
+#: What a checkpoint that does not fit its model probably is.
+NOT_THIS_CONFIG = ('is it a checkpoint of this config (prompt length, depth, '
+                   'protocol, number of classes)?')
+
+
+def _check_fits(expected: Dict[str, torch.Tensor],
+                state: Dict[str, torch.Tensor], what: str) -> None:
+    """Raise a ValueError unless ``state`` has exactly the keys of
+    ``expected``, with the same shapes; it names the first bad key."""
+    _check_key_sets([k for k in expected if k not in state],
+                    [k for k in state if k not in expected], what,
+                    NOT_THIS_CONFIG)
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise ValueError(
+                f'{what}: {key!r} has shape {tuple(value.shape)} in the '
+                f'checkpoint, {tuple(expected[key].shape)} in the model; '
+                f'{NOT_THIS_CONFIG}')
+
+
 def load_pretrained_backbone(backbone: nn.Module,
                              filename: str,
                              prefix: Optional[str] = None,
@@ -410,21 +430,7 @@ def load_full_checkpoint(model: nn.Module, state: Dict[str, torch.Tensor],
     Raises:
         ValueError: Naming the first bad key, and how many there are.
     """
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    _check_key_sets(
-        missing, unexpected, f'{source} does not fit the model',
-        'is it a checkpoint of this config (prompt length, depth, protocol, '
-        'number of classes)?')
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(
-                f'{source} does not fit the model: {key!r} has shape '
-                f'{tuple(value.shape)} in the checkpoint, '
-                f'{tuple(expected[key].shape)} in the model. Is it a '
-                'checkpoint of this config (prompt length, depth, protocol, '
-                'number of classes)?')
+    _check_fits(model.state_dict(), state, f'{source} does not fit the model')
     check_finite(state, source)
     model.load_state_dict(state, strict=True)
 
@@ -510,20 +516,10 @@ def check_full_source(module: nn.Module, state: dict, prefix: str,
         else None
     if not source:
         return
-    expected = module.state_dict()
     own = {k[len(prefix):]: v for k, v in state.items()
            if k.startswith(prefix)}
-    _check_key_sets(
-        [k for k in expected if k not in own],
-        [k for k in own if k not in expected],
-        f'{source} does not fit {type(module).__name__}',
-        'is it a checkpoint of this config?')
-    for key, value in own.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise ValueError(
-                f'{source} does not fit {type(module).__name__}: {key!r} '
-                f'has shape {tuple(value.shape)} in the checkpoint, '
-                f'{tuple(expected[key].shape)} in the model')
+    _check_fits(module.state_dict(), own,
+                f'{source} does not fit {type(module).__name__}')
 
 
 def check_tuned_source(backbone: nn.Module,
