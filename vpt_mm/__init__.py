@@ -20,12 +20,12 @@ from . import (  # noqa: E402,F401
 )
 from .checkpoints import (  # noqa: E402
     load_tuned,
-    register_safetensors_scheme,
+    register_checkpoint_schemes,
     save_tuned,
 )
 from .version import __version__  # noqa: E402
 
-register_safetensors_scheme()
+register_checkpoint_schemes()
 
 __all__ = [
     '__version__', 'amp', 'backbones', 'datasets', 'engine', 'hooks',

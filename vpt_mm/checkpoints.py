@@ -43,7 +43,8 @@ CHECKSUMMED = ('state_dict', 'optimizer', 'param_schedulers', 'rng_state')
 __all__ = [
     'extract_state_dict', 'load_pretrained_backbone', 'tuned_state_dict',
     'save_tuned', 'load_tuned', 'read_tuned', 'frozen_fingerprint',
-    'checkpoint_record', 'verify_checkpoint', 'load_full_checkpoint',
+    'checkpoint_record', 'verify_checkpoint', 'load_verified_checkpoint',
+    'load_full_checkpoint',
     'TUNED_FORMAT'
 ]
 
@@ -201,20 +202,18 @@ def _prompt_meta(model: nn.Module) -> Dict[str, str]:
     return meta
 
 
-def _backbone_of(model: nn.Module) -> Tuple[nn.Module, str]:
-    """The backbone of a classifier / segmentor and its key prefix; a bare
-    backbone is its own."""
+def _backbone_of(model: nn.Module) -> nn.Module:
+    """The backbone of a classifier / segmentor; a bare backbone is its
+    own."""
     backbone = getattr(model, 'backbone', None)
-    if isinstance(backbone, nn.Module):
-        return backbone, 'backbone.'
-    return model, ''
+    return backbone if isinstance(backbone, nn.Module) else model
 
 
 def frozen_fingerprint(model: nn.Module) -> str:
     """Fingerprint of the frozen tensors of ``model``'s backbone: everything
     in its state dict that a tuned-only file does not hold (see
     :func:`~vpt_mm.integrity.backbone_fingerprint`)."""
-    backbone, _ = _backbone_of(model)
+    backbone = _backbone_of(model)
     return backbone_fingerprint(backbone, tuned_state_dict(backbone))
 
 
@@ -420,6 +419,30 @@ def verify_checkpoint(checkpoint: dict, filename: str) -> bool:
     return True
 
 
+def load_verified_checkpoint(filename: str,
+                             map_location=None) -> Tuple[dict, bool]:
+    """Read any checkpoint mmengine can read, verified against its recorded
+    sha256.
+
+    Local files were verified by :func:`read_checkpoint_for_mmengine` (the
+    loader scheme) already and are not hashed a second time.
+
+    Returns:
+        tuple: The checkpoint, and whether it recorded a sha256 (False for a
+        checkpoint vpt_mm did not write).
+
+    Raises:
+        ValueError: If the contents do not match the record.
+    """
+    from mmengine.runner.checkpoint import _load_checkpoint
+    checkpoint = _load_checkpoint(filename, map_location=map_location)
+    state = checkpoint.get('state_dict') if isinstance(checkpoint,
+                                                       dict) else None
+    if isinstance(getattr(state, '_metadata', None), _CheckpointMarker):
+        return checkpoint, True
+    return checkpoint, verify_checkpoint(checkpoint, filename)
+
+
 def load_full_checkpoint(model: nn.Module, state: Dict[str, torch.Tensor],
                          source: str) -> None:
     """Load a whole-model state dict strictly.
@@ -567,7 +590,7 @@ def check_tuned_source(backbone: nn.Module,
                        allow_other_backbone=False)
 
 
-def register_safetensors_scheme() -> None:
+def register_checkpoint_schemes() -> None:
     """Let mmengine's ``CheckpointLoader`` read ``*.safetensors`` paths
     through :func:`read_tuned_for_mmengine`, and local checkpoints through
     :func:`read_checkpoint_for_mmengine` (idempotent)."""

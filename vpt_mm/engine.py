@@ -28,9 +28,12 @@ from typing import Callable, Optional, Union
 
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
-from mmengine.runner.checkpoint import _load_checkpoint
 
-from .checkpoints import load_full_checkpoint, load_tuned, verify_checkpoint
+from .checkpoints import (
+    load_full_checkpoint,
+    load_tuned,
+    load_verified_checkpoint,
+)
 from .integrity import set_rng_state
 from .registry import RUNNERS
 from .runner import random_transforms
@@ -145,8 +148,8 @@ class VPTRunner(Runner):
             self.logger.info(f'Loaded the tuned-only file {filename} '
                              '(sha256 and backbone fingerprint verified)')
             return dict(meta=dict(vpt_mm_tuned=meta))
-        checkpoint = _load_checkpoint(filename, map_location=map_location)
-        verified = verify_checkpoint(checkpoint, filename)
+        checkpoint, verified = load_verified_checkpoint(
+            filename, map_location=map_location)
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         state = checkpoint.get('state_dict', checkpoint)
         for pattern, repl in revise_keys:

@@ -10,13 +10,12 @@ import argparse
 
 from mmengine.config import DictAction
 from mmengine.registry import MODELS
-from mmengine.runner.checkpoint import _load_checkpoint
 
 from vpt_mm.checkpoints import (
     extract_state_dict,
     load_full_checkpoint,
+    load_verified_checkpoint,
     save_tuned,
-    verify_checkpoint,
 )
 from vpt_mm.runner import config_from_file
 
@@ -31,8 +30,9 @@ def main() -> None:
     args = parser.parse_args()
     cfg = config_from_file(args.config, args.cfg_options)
     model = MODELS.build(cfg.model)
-    checkpoint = _load_checkpoint(args.checkpoint, map_location='cpu')
-    if not verify_checkpoint(checkpoint, args.checkpoint):
+    checkpoint, verified = load_verified_checkpoint(args.checkpoint,
+                                                    map_location='cpu')
+    if not verified:
         print(f'warning: {args.checkpoint} records no sha256 (not written by '
               'vpt_mm); its bytes could not be verified')
     load_full_checkpoint(model, extract_state_dict(checkpoint),

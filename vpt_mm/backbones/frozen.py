@@ -63,9 +63,9 @@ class FrozenBackboneMixin:
         if freeze:
             set_trainable(self, self.trainable)
         self.train(self.training)
-        self._register_load_state_dict_pre_hook(self._check_tuned_source)
+        self._register_load_state_dict_pre_hook(self._check_loaded_file)
 
-    def _check_tuned_source(self, state_dict, prefix, local_metadata,
+    def _check_loaded_file(self, state_dict, prefix, local_metadata,
                             *args) -> None:
         check_full_source(self, state_dict, prefix, local_metadata)
         check_tuned_source(self, state_dict, prefix, local_metadata)

@@ -110,13 +110,16 @@ class PaddingPrompt(PromptModule):
                 f'channel ({in_channels}), got mean={tuple(mean)}, '
                 f'std={tuple(std)}')
         self.space = space
-        # Not in the state dict: the keys stay those of the four strips.
-        self.register_buffer(
-            'mean', torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-            if space == 'pixel' else torch.zeros(1), persistent=False)
-        self.register_buffer(
-            'std', torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-            if space == 'pixel' else torch.ones(1), persistent=False)
+        if space == 'pixel':
+            # Not in the state dict: the keys stay those of the four strips.
+            self.register_buffer(
+                'mean',
+                torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1),
+                persistent=False)
+            self.register_buffer(
+                'std',
+                torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1),
+                persistent=False)
         self.cfg = cfg
         self.num_tokens = p = cfg.num_tokens
         self.embed_dims = in_channels
