@@ -6,8 +6,11 @@ import torch
 
 from tests.test_checkpoints import classifier
 from vpt_mm.checkpoints import (
+    checkpoint_record,
+    frozen_keys,
     load_full_checkpoint,
     load_tuned,
+    omit_frozen,
     save_tuned,
     verify_checkpoint,
 )
@@ -19,6 +22,7 @@ from vpt_mm.integrity import (
     rng_state,
     set_rng_state,
 )
+from vpt_mm.tuning import checkpoint_sizes
 
 
 def test_digest_is_order_independent_and_sensitive():
@@ -121,6 +125,41 @@ def test_full_checkpoint_checks(tmp_path):
     assert verify_checkpoint(dict(meta={}, state_dict=state), 'x') is False
 
 
+def test_small_checkpoint_needs_its_backbone(pretrained):
+    """A checkpoint saved without the frozen backbone loads onto the
+    pretrained one, strictly, and only onto that one."""
+    model = classifier(pretrained=pretrained)
+    model.init_weights()
+    with torch.no_grad():
+        model.backbone.prompt.embeddings.add_(1.0)
+        model.head.fc.weight.add_(1.0)
+    frozen = frozen_keys(model)
+    assert 'backbone.layers.0.attn.qkv.weight' in frozen
+    assert not {'backbone.prompt.embeddings', 'head.fc.weight'} & frozen
+    state = omit_frozen(model, model.state_dict())
+    assert set(state) == set(model.state_dict()) - frozen
+    record = checkpoint_record(model, dict(state_dict=state), omits=True)
+    fresh = classifier(pretrained=pretrained)
+    fresh.init_weights()
+    load_full_checkpoint(fresh, state, 'small.pth', record)
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    # Another (random) backbone is refused, naming both fingerprints...
+    with pytest.raises(ValueError, match='trained on the frozen backbone '
+                       'with fingerprint'):
+        load_full_checkpoint(classifier(), state, 'small.pth', record)
+    # ...a missing tuned key too; a whole checkpoint must stay whole.
+    with pytest.raises(ValueError, match="'head.fc.bias' is missing"):
+        load_full_checkpoint(fresh, {k: v for k, v in state.items()
+                                     if k != 'head.fc.bias'}, 'small.pth',
+                             record)
+    with pytest.raises(ValueError, match='is missing from the checkpoint'):
+        load_full_checkpoint(fresh, state, 'small.pth')
+    # Nothing frozen (full fine-tuning): nothing to omit.
+    model.backbone.requires_grad_(True)
+    assert frozen_keys(model) == set()
+
+
 def test_latest_checkpoint(tmp_path):
     assert latest_checkpoint(str(tmp_path)) is None
     for step in (1, 2, 10):
@@ -169,3 +208,17 @@ def test_mmengine_loaders_check_vpt_mm_checkpoints(tmp_path):
     plain = str(tmp_path / 'plain.pth')
     torch.save(dict(state_dict=classifier(num_tokens=5).state_dict()), plain)
     load_checkpoint(classifier(num_tokens=2), plain)
+
+
+def test_checkpoint_sizes():
+    """count_params.py's checkpoint sizes: a frozen backbone is left out,
+    full fine-tuning keeps everything; optimizer state is counted."""
+    model = classifier()
+    sgd = dict(optimizer=dict(type='SGD', lr=0.1, momentum=0.9))
+    small, whole = checkpoint_sizes(model, sgd)
+    assert small < 0.25 * whole
+    adam = dict(optimizer=dict(type='AdamW', lr=0.1))
+    assert checkpoint_sizes(classifier(), adam)[0] > small  # two moments
+    model.backbone.requires_grad_(True)
+    small, whole = checkpoint_sizes(model, sgd)
+    assert small == whole

@@ -44,7 +44,8 @@ __all__ = [
     'extract_state_dict', 'load_pretrained_backbone', 'tuned_state_dict',
     'save_tuned', 'load_tuned', 'read_tuned', 'frozen_fingerprint',
     'checkpoint_record', 'verify_checkpoint', 'load_verified_checkpoint',
-    'load_full_checkpoint',
+    'load_full_checkpoint', 'frozen_keys', 'omit_frozen', 'omits_frozen',
+    'record_of',
     'TUNED_FORMAT'
 ]
 
@@ -207,6 +208,43 @@ def _backbone_of(model: nn.Module) -> nn.Module:
     own."""
     backbone = getattr(model, 'backbone', None)
     return backbone if isinstance(backbone, nn.Module) else model
+
+
+def frozen_keys(model: nn.Module) -> set:
+    """Keys of ``model.state_dict()`` holding its backbone's frozen tensors:
+    exactly what :func:`frozen_fingerprint` covers, and what a small
+    training checkpoint (:func:`omit_frozen`) leaves out."""
+    backbone = _backbone_of(model)
+    prefix = '' if backbone is model else 'backbone.'
+    tuned = tuned_state_dict(backbone)
+    return {prefix + k for k in backbone.state_dict() if k not in tuned}
+
+
+def omit_frozen(model: nn.Module, state: Dict[str, torch.Tensor]) -> dict:
+    """``state`` (the model's state dict) without the frozen backbone's
+    tensors (:func:`frozen_keys`); the state dict's ``_metadata`` is kept.
+    A training checkpoint saved this way holds what trains; loading it
+    rebuilds the backbone from the config's pretrained checkpoint and
+    checks its fingerprint."""
+    frozen = frozen_keys(model)
+    small = OrderedDict((k, v) for k, v in state.items() if k not in frozen)
+    metadata = getattr(state, '_metadata', None)
+    if metadata is not None:
+        small._metadata = metadata
+    return small
+
+
+def record_of(checkpoint: dict) -> dict:
+    """vpt_mm's record (``meta['vpt_mm']``) of an mmengine checkpoint; empty
+    for a checkpoint vpt_mm did not write."""
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    return (meta or {}).get(CHECKPOINT_META_KEY) or {}
+
+
+def omits_frozen(checkpoint: dict) -> bool:
+    """Whether an mmengine checkpoint was saved without its frozen backbone
+    (see :func:`omit_frozen`)."""
+    return bool(record_of(checkpoint).get('omits_frozen'))
 
 
 def frozen_fingerprint(model: nn.Module) -> str:
@@ -383,14 +421,17 @@ def _named_tensors(model: nn.Module, keys) -> Dict[str, torch.Tensor]:
     return {k: tensors[k] for k in keys}
 
 
-def checkpoint_record(model: nn.Module, checkpoint: dict) -> dict:
+def checkpoint_record(model: nn.Module, checkpoint: dict,
+                      omits: bool = False) -> dict:
     """vpt_mm's integrity record of an mmengine checkpoint about to be
     saved: the sha256 of its weights, optimizer, scheduler and RNG states,
-    and the fingerprint of the model's frozen backbone."""
+    the fingerprint of the model's frozen backbone, and whether its state
+    dict leaves that backbone out (``omits``, see :func:`omit_frozen`)."""
     return dict(
         sha256=digest({k: checkpoint[k]
                        for k in CHECKSUMMED if k in checkpoint}),
-        backbone_fingerprint=frozen_fingerprint(model))
+        backbone_fingerprint=frozen_fingerprint(model),
+        omits_frozen=omits)
 
 
 def verify_checkpoint(checkpoint: dict, filename: str) -> bool:
@@ -443,19 +484,45 @@ def load_verified_checkpoint(filename: str,
     return checkpoint, verify_checkpoint(checkpoint, filename)
 
 
-def load_full_checkpoint(model: nn.Module, state: Dict[str, torch.Tensor],
-                         source: str) -> None:
-    """Load a whole-model state dict strictly.
+def load_full_checkpoint(model: nn.Module,
+                         state: Dict[str, torch.Tensor],
+                         source: str,
+                         record: Optional[dict] = None,
+                         allow_other_backbone: bool = False) -> None:
+    """Load a training checkpoint's state dict strictly.
 
     Every key of the model must be present with the same shape, and no
-    other key may be; floating tensors must be finite.
+    other key may be; floating tensors must be finite. A checkpoint saved
+    without its frozen backbone (``record['omits_frozen']``, see
+    :func:`omit_frozen`) holds every key but those, and the model's
+    backbone (its pretrained checkpoint, loaded by the caller) must have the
+    fingerprint the checkpoint records.
+
+    Args:
+        model (nn.Module): The model to load into.
+        state (dict): The checkpoint's state dict.
+        source (str): The checkpoint's name, for messages.
+        record (dict, optional): The checkpoint's ``meta['vpt_mm']``.
+        allow_other_backbone (bool): Load a small checkpoint onto another
+            backbone with a warning instead of an error. Defaults to False.
 
     Raises:
-        ValueError: Naming the first bad key, and how many there are.
+        ValueError: Naming the first bad key, and how many there are, or the
+            fingerprints of both backbones.
     """
-    _check_fits(model.state_dict(), state, f'{source} does not fit the model')
+    expected = model.state_dict()
+    omitted = set()
+    if record and record.get('omits_frozen'):
+        omitted = frozen_keys(model)
+        expected = {k: v for k, v in expected.items() if k not in omitted}
+        _check_fingerprint(record.get('backbone_fingerprint'),
+                           frozen_fingerprint(model), source,
+                           allow_other_backbone)
+    _check_fits(expected, state, f'{source} does not fit the model')
     check_finite(state, source)
-    model.load_state_dict(state, strict=True)
+    missing, _ = model.load_state_dict(state, strict=not omitted)
+    if set(missing) - omitted:  # pragma: no cover - _check_fits covers it
+        raise ValueError(f'{source}: missing {sorted(missing)[:5]}')
 
 
 class _TunedMarker(dict):
@@ -492,13 +559,22 @@ class _CheckpointMarker(dict):
     one plus the checkpoint's name, so the load pre-hooks of vpt_mm's
     backbones and ``TunedClassifier`` check their keys strictly."""
 
-    def __init__(self, metadata: Optional[dict], filename: str) -> None:
+    def __init__(self, metadata: Optional[dict], filename: str,
+                 record: dict) -> None:
         super().__init__(metadata or {})
         self.filename = filename
+        self.record = record
 
     def get(self, key, default=None):
         entry = dict(super().get(key, default) or {})
         entry['vpt_mm_checkpoint'] = self.filename
+        if self.record.get('omits_frozen'):
+            # The backbone comes from its pretrained checkpoint, as for a
+            # tuned-only file (check_tuned_source).
+            entry['vpt_mm_omits_frozen'] = True
+            entry['vpt_mm_tuned'] = dict(
+                filename=self.filename,
+                backbone_fingerprint=self.record.get('backbone_fingerprint'))
         return entry
 
 
@@ -522,7 +598,8 @@ def read_checkpoint_for_mmengine(filename: str, map_location=None) -> dict:
         check_finite(state, filename)
         marked = OrderedDict(state)
         marked._metadata = _CheckpointMarker(
-            getattr(state, '_metadata', None), filename)
+            getattr(state, '_metadata', None), filename,
+            checkpoint['meta'][CHECKPOINT_META_KEY])
         checkpoint = dict(checkpoint, state_dict=marked)
     return checkpoint
 
@@ -530,7 +607,10 @@ def read_checkpoint_for_mmengine(filename: str, map_location=None) -> dict:
 def check_full_source(module: nn.Module, state: dict, prefix: str,
                       local_metadata: dict) -> None:
     """Load pre-hook: a vpt_mm training checkpoint read by a generic
-    mmengine loader must fit ``module`` exactly (keys and shapes).
+    mmengine loader must fit ``module`` exactly (keys and shapes); one saved
+    without its frozen backbone holds every key but those
+    (:func:`frozen_keys`), which the backbone's own pre-hook
+    (:func:`check_tuned_source`) loads from its pretrained checkpoint.
 
     Raises:
         ValueError: Naming the first key that does not fit.
@@ -541,7 +621,11 @@ def check_full_source(module: nn.Module, state: dict, prefix: str,
         return
     own = {k[len(prefix):]: v for k, v in state.items()
            if k.startswith(prefix)}
-    _check_fits(module.state_dict(), own,
+    expected = module.state_dict()
+    if local_metadata.get('vpt_mm_omits_frozen'):
+        omitted = frozen_keys(module)
+        expected = {k: v for k, v in expected.items() if k not in omitted}
+    _check_fits(expected, own,
                 f'{source} does not fit {type(module).__name__}')
 
 

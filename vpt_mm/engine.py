@@ -16,7 +16,9 @@ Every vpt_mm config sets ``runner_type='VPTRunner'`` (in
   resumed run continues the uninterrupted one bit for bit; ``--resume``
   without a path takes the newest complete checkpoint of the work dir.
 - The checkpoint hook is :class:`~vpt_mm.hooks.VPTCheckpointHook` (atomic
-  writes, checksums, RNG states).
+  writes, checksums, RNG states, and no copy of a frozen backbone: such a
+  small checkpoint is loaded on top of the config's pretrained backbone,
+  whose fingerprint must be the recorded one).
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ from .checkpoints import (
     load_full_checkpoint,
     load_tuned,
     load_verified_checkpoint,
+    omits_frozen,
+    record_of,
 )
 from .integrity import set_rng_state
 from .registry import RUNNERS
@@ -154,12 +158,22 @@ class VPTRunner(Runner):
         state = checkpoint.get('state_dict', checkpoint)
         for pattern, repl in revise_keys:
             state = {re.sub(pattern, repl, k): v for k, v in state.items()}
-        load_full_checkpoint(model, state, filename)
+        small = omits_frozen(checkpoint)
+        if small and not self._weights_ready:
+            # The frozen backbone is not in the file: load the config's
+            # pretrained checkpoint (tools/test.py does not initialise).
+            model.init_weights()
+            self._weights_ready = True
+        load_full_checkpoint(model, state, filename,
+                             record_of(checkpoint),
+                             self.allow_other_backbone)
         self._has_loaded = True
         self._loaded_checkpoint = checkpoint
         if verified:
-            self.logger.info(f'Loaded checkpoint {filename} (strict, sha256 '
-                             'verified)')
+            self.logger.info(
+                f'Loaded checkpoint {filename} (strict, sha256 verified' +
+                ('; frozen backbone from the pretrained checkpoint, '
+                 'fingerprint verified)' if small else ')'))
         else:
             self.logger.warning(
                 f'Loaded checkpoint {filename} strictly; it records no '

@@ -17,6 +17,7 @@ from .integrity import (
 )
 from .registry import ENGINE_HOOKS, HOOKS
 from .runner import write_json
+from .validation import require_bool
 
 #: Written to a work dir by :class:`NonFiniteLossHook` when a run diverges.
 DIVERGED_FILE = 'diverged.json'
@@ -125,10 +126,27 @@ class VPTCheckpointHook(CheckpointHook):
       torch, CUDA) are saved, and validation during training runs on a
       stashed copy of them, so the training stream of random numbers does
       not depend on whether (or where) the run was interrupted.
+    - **Small**: a model with a frozen backbone (VPT, Linear, Bias, ...) is
+      saved without the backbone's frozen tensors (only what trains, plus
+      optimizer, scheduler and RNG states); loading it
+      (``--resume``, ``load_from``, ``tools/test.py``, ``extract_tuned.py``)
+      rebuilds the backbone from the config's pretrained checkpoint and
+      checks its fingerprint. Full fine-tuning saves everything anyway.
 
     :class:`~vpt_mm.engine.VPTRunner` uses it in place of
-    ``CheckpointHook``; the arguments are mmengine's.
+    ``CheckpointHook``.
+
+    Args:
+        save_frozen (bool): Save the frozen backbone too (whole-model
+            checkpoints, as mmengine writes them), e.g.
+            ``--cfg-options default_hooks.checkpoint.save_frozen=True``.
+            Defaults to False.
+        **kwargs: mmengine's ``CheckpointHook`` arguments.
     """
+
+    def __init__(self, *args, save_frozen: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.save_frozen = require_bool('save_frozen', save_frozen)
 
     def _save_checkpoint_with_step(self, runner, step, meta) -> None:
         from mmengine.dist import all_gather_object, is_main_process
@@ -170,7 +188,12 @@ class VPTCheckpointHook(CheckpointHook):
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Add the RNG states and the integrity record."""
-        from .checkpoints import CHECKPOINT_META_KEY, checkpoint_record
+        from .checkpoints import (
+            CHECKPOINT_META_KEY,
+            checkpoint_record,
+            frozen_keys,
+            omit_frozen,
+        )
         # Periodic saves gathered every process's state just before; any
         # other save (e.g. save_best, during validation) holds this
         # process's training-stream state.
@@ -181,8 +204,15 @@ class VPTCheckpointHook(CheckpointHook):
         checkpoint['rng_state'] = states
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
+        # Only when parameters are frozen: full fine-tuning keeps whole
+        # checkpoints even if some buffer sits outside every tuned module.
+        params = {name for name, _ in model.named_parameters()}
+        omits = not self.save_frozen and bool(frozen_keys(model) & params)
+        if omits:
+            checkpoint['state_dict'] = omit_frozen(model,
+                                                   checkpoint['state_dict'])
         checkpoint['meta'][CHECKPOINT_META_KEY] = checkpoint_record(
-            model, checkpoint)
+            model, checkpoint, omits)
 
     def before_val(self, runner) -> None:
         self._val_rng = rng_state()

@@ -7,9 +7,12 @@ import sys
 import pytest
 import torch
 from mmpretrain.models.backbones import ConvNeXt, ResNet, SwinTransformer
+from mmpretrain.registry import MODELS
 
 from tests.benchmark_data import make_vtab_task
 from tests.test_tools.test_train import REPO, run
+from vpt_mm.checkpoints import frozen_fingerprint
+from vpt_mm.runner import config_from_file
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +58,8 @@ val_dataloader = loader
 test_dataloader = loader
 train_cfg = dict(max_epochs=1, val_interval=1)
 param_scheduler = []
+# Whole checkpoints, to compare the frozen tensors themselves.
+default_hooks = dict(checkpoint=dict(save_frozen=True))
 """)
     work = str(tmp_path / 'work')
     # The default task of every VTAB config is cifar100: no --task needed.
@@ -68,3 +73,8 @@ param_scheduler = []
     # one after training.
     for key, value in parent.state_dict().items():
         assert torch.equal(state[f'backbone.{key}'], value), key
+    # ... which is what the fingerprint a small checkpoint records says.
+    model = MODELS.build(config_from_file(str(cfg)).model)
+    model.init_weights()
+    record = torch.load(osp.join(work, 'epoch_1.pth'))['meta']['vpt_mm']
+    assert record['backbone_fingerprint'] == frozen_fingerprint(model)

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.test_tools.test_train import REPO, run, write_config
 
@@ -84,6 +85,43 @@ def test_full_checkpoint_must_fit(trained):
     assert 'backbone.prompt.embeddings' in out and 'Epoch(train)' not in out
 
 
+def test_training_checkpoints_hold_what_trains(trained, tmp_path):
+    """A VPT run's checkpoints hold the prompts, the head, the optimizer,
+    scheduler and RNG states, not the frozen backbone; tools/test.py and
+    --resume rebuild it from the pretrained checkpoint, verified.
+    ``save_frozen=True`` keeps whole checkpoints."""
+    tmp, cfg, work, tuned = trained
+    ckpt = osp.join(work, 'epoch_1.pth')
+    backbone = torch.load(str(tmp / 'pretrained.pth'))['state_dict']
+    backbone_bytes = sum(v.numel() * v.element_size()
+                         for v in backbone.values())
+    assert osp.getsize(ckpt) <= 0.25 * backbone_bytes, (
+        osp.getsize(ckpt), backbone_bytes)
+    small = torch.load(ckpt)
+    assert small['meta']['vpt_mm']['omits_frozen'] is True
+    assert set(small['state_dict']) == set(load_file(tuned))
+    assert {'optimizer', 'param_schedulers', 'rng_state'} <= set(small)
+    # Without the pretrained backbone it is refused, naming fingerprints.
+    out = fails(eval_cmd(cfg, ckpt, work, '--cfg-options',
+                     'model.backbone.init_cfg=None'))
+    assert 'was trained on the frozen backbone with fingerprint' in out
+    # The option keeps whole checkpoints; they evaluate the same.
+    whole = str(tmp_path / 'whole')
+    train(cfg, whole, '--cfg-options',
+          'default_hooks.checkpoint.save_frozen=True')
+    big = torch.load(osp.join(whole, 'epoch_1.pth'))
+    assert big['meta']['vpt_mm']['omits_frozen'] is False
+    assert set(big['state_dict']) >= set(backbone)
+    for key, value in small['state_dict'].items():
+        assert torch.equal(big['state_dict'][key], value), key
+    outs = [str(tmp_path / 'small.json'), str(tmp_path / 'big.json')]
+    run(eval_cmd(cfg, ckpt, work, '--out', outs[0]))
+    run(eval_cmd(cfg, osp.join(whole, 'epoch_1.pth'), work, '--out',
+                 outs[1]))
+    with open(outs[0]) as f0, open(outs[1]) as f1:
+        assert json.load(f0) == json.load(f1)
+
+
 def test_tuned_file_needs_its_backbone(trained, tmp_path):
     _, cfg, work, tuned = trained
     outs = [str(tmp_path / 'full.json'), str(tmp_path / 'tuned.json')]
@@ -128,6 +166,11 @@ a = inferencer.model(inferencer.model.data_preprocessor(
     dict(inputs=list(x)))['inputs'], mode='tensor')
 b = ref(ref.data_preprocessor(dict(inputs=list(x)))['inputs'], mode='tensor')
 assert torch.equal(a, b), (a, b)
+# The training checkpoint (saved without the frozen backbone) too.
+small = ImageClassificationInferencer(cfg, pretrained={ckpt!r})
+c = small.model(small.model.data_preprocessor(
+    dict(inputs=list(x)))['inputs'], mode='tensor')
+assert torch.equal(c, b), (c, b)
 cfg.model.backbone.init_cfg = None
 try:
     ImageClassificationInferencer(cfg, pretrained={tuned!r})

@@ -1,4 +1,5 @@
-"""Print backbone parameters, tuned parameters and their % of the backbone.
+"""Print backbone parameters, tuned parameters and their % of the backbone,
+and the size of the config's training checkpoints.
 
 Example:
     python tools/analysis_tools/count_params.py \
@@ -10,7 +11,11 @@ import argparse
 from mmengine.config import DictAction
 
 from vpt_mm.runner import config_from_file
-from vpt_mm.tuning import count_parameters, format_param_count
+from vpt_mm.tuning import (
+    checkpoint_sizes,
+    count_parameters,
+    format_param_count,
+)
 
 
 def main() -> None:
@@ -23,6 +28,14 @@ def main() -> None:
     from mmengine.registry import MODELS
     model = MODELS.build(cfg.model)
     print(format_param_count(count_parameters(model)))
+    if 'optim_wrapper' in cfg:
+        small, whole = checkpoint_sizes(model, cfg.optim_wrapper)
+        backbone = sum(v.numel() * v.element_size()
+                       for v in model.backbone.state_dict().values())
+        print(f'training checkpoint (weights + optimizer state): '
+              f'{small / 1e6:.2f} MB = {small / backbone:.3f}x the backbone '
+              f'tensors ({backbone / 1e6:.1f} MB); with the frozen backbone '
+              f'(save_frozen=True): {whole / 1e6:.1f} MB')
 
 
 if __name__ == '__main__':

@@ -15,6 +15,8 @@ from vpt_mm.checkpoints import (
     extract_state_dict,
     load_full_checkpoint,
     load_verified_checkpoint,
+    omits_frozen,
+    record_of,
     save_tuned,
 )
 from vpt_mm.runner import config_from_file
@@ -35,8 +37,13 @@ def main() -> None:
     if not verified:
         print(f'warning: {args.checkpoint} records no sha256 (not written by '
               'vpt_mm); its bytes could not be verified')
+    if omits_frozen(checkpoint):
+        # Saved without its frozen backbone: rebuild that from the config's
+        # pretrained checkpoint (its fingerprint is checked on loading).
+        model.init_weights()
     load_full_checkpoint(model, extract_state_dict(checkpoint),
-                         args.checkpoint)
+                         args.checkpoint,
+                         record_of(checkpoint))
     state = save_tuned(model, args.out)
     size = sum(v.numel() * v.element_size() for v in state.values())
     print(f'Saved {len(state)} tuned tensors ({size / 1024:.1f} KiB) to '

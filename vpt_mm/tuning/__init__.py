@@ -1,5 +1,10 @@
 """Tuning protocols: which parameters train, and the parameter accounting."""
-from .accounting import ParamCount, count_parameters, format_param_count
+from .accounting import (
+    ParamCount,
+    checkpoint_sizes,
+    count_parameters,
+    format_param_count,
+)
 from .classifier import TunedClassifier
 from .modules import Adapter, MlpClsHead, SideNetwork, add_adapters
 from .protocols import (
@@ -14,6 +19,7 @@ from .protocols import (
 __all__ = [
     'BIAS', 'PROTOCOLS', 'Adapter', 'MlpClsHead', 'ParamCount', 'Protocol',
     'SideNetwork', 'TunedClassifier', 'add_adapters', 'backbone_patterns',
-    'count_parameters', 'format_param_count', 'set_frozen_modes',
+    'count_parameters', 'format_param_count', 'checkpoint_sizes',
+    'set_frozen_modes',
     'set_trainable'
 ]

@@ -7,10 +7,12 @@ VPT-Shallow 38,400 = 0.0448% -> 0.04%.
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Tuple
 
+import torch
 import torch.nn as nn
 
 from ..prompts import AddedModule
@@ -98,3 +100,37 @@ def format_param_count(count: ParamCount) -> str:
     lines = [f'{"parameters":<{width}}  {"count":>13}  {"% backbone":>10}']
     lines += [f'{a:<{width}}  {b:>13,}  {c:>10}' for a, b, c in rows]
     return '\n'.join(lines)
+
+
+def checkpoint_sizes(model: nn.Module, optim_wrapper: dict) -> Tuple[int, int]:
+    """Bytes of a training checkpoint's weights and optimizer state, as
+    :class:`~vpt_mm.hooks.VPTCheckpointHook` saves them (without the frozen
+    backbone) and with the whole model.
+
+    The optimizer is built from ``optim_wrapper`` (a config's) and takes one
+    step with zero gradients, so its state (momentum, Adam moments) exists.
+
+    Args:
+        model (nn.Module): The model, built from the config.
+        optim_wrapper (dict): The config's ``optim_wrapper``.
+
+    Returns:
+        tuple: (small, whole) in bytes, as ``torch.save`` writes them.
+    """
+    from mmengine.optim import build_optim_wrapper
+
+    from ..checkpoints import omit_frozen
+    wrapper = build_optim_wrapper(model, optim_wrapper)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.grad = torch.zeros_like(param)
+    wrapper.step()
+    wrapper.zero_grad()
+    state = model.state_dict()
+    sizes = []
+    for weights in (omit_frozen(model, state), state):
+        buffer = io.BytesIO()
+        torch.save(dict(state_dict=weights, optimizer=wrapper.state_dict()),
+                   buffer)
+        sizes.append(buffer.tell())
+    return sizes[0], sizes[1]

@@ -68,7 +68,8 @@ class TunedClassifier(ImageClassifier):
             self.side = SideNetwork(self.head.in_channels)
         set_trainable(self.backbone, patterns)
         self._feature_cache: Dict[int, torch.Tensor] = {}
-        if self._plain_pretrained() is not None:
+        from ..backbones.frozen import FrozenBackboneMixin
+        if not isinstance(self.backbone, FrozenBackboneMixin):
             # The prompted/frozen backbones register this themselves.
             self.backbone._register_load_state_dict_pre_hook(
                 self._check_tuned_source)
