@@ -148,3 +148,24 @@ def test_data_root_moves_every_dataloader(tmp_path):
     with pytest.raises(ValueError, match='set data_root=DIR instead'):
         load_config(_args(VTAB[0], cfg_options={
             'train_dataloader.dataset.data_root': '/d/x'}))
+
+
+def test_data_root_reaches_every_dataset_with_one():
+    """The top-level data_root moves benchmark datasets and any other
+    dataset that has a data_root (mmseg's ADE20K), through wrappers; a
+    dataset without one (the digits demo) is left alone."""
+    from mmengine.config import Config
+
+    from vpt_mm.runner import apply_data_root
+    cfg = Config(dict(
+        data_root='/new',
+        train_dataloader=dict(dataset=dict(
+            type='RepeatDataset', times=2,
+            dataset=dict(type='ADE20KDataset', data_root='data/ade'))),
+        val_dataloader=dict(dataset=dict(type='VTAB1k', task='dmlab')),
+        test_dataloader=dict(dataset=dict(type='SklearnDigits'))))
+    apply_data_root(cfg)
+    assert cfg.train_dataloader.dataset.dataset.data_root == '/new'
+    assert 'data_root' not in cfg.train_dataloader.dataset
+    assert cfg.val_dataloader.dataset.data_root == '/new'
+    assert 'data_root' not in cfg.test_dataloader.dataset

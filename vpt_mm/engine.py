@@ -22,6 +22,7 @@ Every vpt_mm config sets ``runner_type='VPTRunner'`` (in
 """
 from __future__ import annotations
 
+import copy
 import glob
 import logging
 import os.path as osp
@@ -40,7 +41,12 @@ from .checkpoints import (
 )
 from .integrity import set_rng_state
 from .registry import RUNNERS
-from .runner import random_transforms
+from .runner import (
+    apply_data_root,
+    apply_task,
+    check_cached_features,
+    random_transforms,
+)
 
 #: mmengine's own default hook names (None removes them).
 MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger',
@@ -102,6 +108,20 @@ class VPTRunner(Runner):
             raise TypeError('allow_other_backbone must be True or False, got '
                             f'{value!r}')
         return value
+
+    @classmethod
+    def from_cfg(cls, cfg) -> 'VPTRunner':
+        """mmengine's, with the config's ``task`` and ``data_root`` applied
+        first (:func:`~vpt_mm.runner.apply_task`), so mmpretrain's and
+        mmseg's own ``tools/train.py`` (and ``mim train``) select the task
+        and the data as vpt_mm's tools do: ``--cfg-options task=eurosat
+        data_root=DIR`` sets every benchmark dataset and the head's
+        ``num_classes``."""
+        cfg = copy.deepcopy(cfg)
+        apply_task(cfg)
+        apply_data_root(cfg)
+        check_cached_features(cfg)
+        return super().from_cfg(cfg)
 
     def register_default_hooks(self, hooks=None) -> None:
         """mmengine's default hooks, with :class:`VPTCheckpointHook` in

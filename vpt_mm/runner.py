@@ -162,23 +162,29 @@ def check_cached_features(cfg: Config) -> None:
 
 
 def apply_data_root(cfg: Config) -> None:
-    """Point every VTAB1k / FGVC dataset of the dataloaders at the config's
-    top-level ``data_root``.
+    """Point the datasets of the dataloaders at the config's top-level
+    ``data_root``: every VTAB1k / FGVC dataset, and any other dataset (e.g.
+    mmseg's ADE20K) that has a ``data_root`` of its own.
 
     mmengine resolves a config's variables when the file is read, so a
     ``data_root`` set by ``--cfg-options`` or by a config inheriting a
     benchmark config would otherwise never reach the datasets. Configs
     without a top-level ``data_root`` are left alone.
     """
+    from .datasets import TASKS
     root = cfg.get('data_root', None)
     if root is None:
         return
     if not isinstance(root, str):
         raise TypeError(f'data_root must be a path (str), got {root!r}')
+    types = {t.dataset_type for t in TASKS.values()}
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        dataset = benchmark_dataset(cfg.get(key, None))
-        if dataset is not None:
-            dataset.data_root = root
+        loader = cfg.get(key, None)
+        dataset = loader.get('dataset') if loader else None
+        while dataset is not None:  # through dataset wrappers
+            if 'data_root' in dataset or dataset.get('type') in types:
+                dataset.data_root = root
+            dataset = dataset.get('dataset')
 
 
 def parse_cfg_options(options: Sequence[str]) -> dict:

@@ -185,3 +185,26 @@ def test_sweep_never_scores_a_diverged_run(bench, tmp_path):
     assert '| failed |' in table and '0.00' not in table
     assert '| DMLab | failed |' in open(
         osp.join(failed_dir, 'hparams.md')).read()
+
+
+def test_mmpretrain_own_train_tool_selects_task_and_data(bench, tmp_path):
+    """mmpretrain's tools/train.py (what ``mim train mmpretrain`` runs)
+    honours ``task=`` and ``data_root=`` as tools/train.py does: the
+    datasets and the head follow them (VPTRunner.from_cfg)."""
+    import mmpretrain
+    from mmengine.config import Config
+    root, configs = bench
+    moved = tmp_path / 'moved'
+    os.symlink(root / 'vtab', moved)
+    tool = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
+                    'train.py')
+    work = str(tmp_path / 'work')
+    log = run([sys.executable, tool, configs['vtab'], '--work-dir', work,
+               '--cfg-options', 'task=dmlab', f'data_root={moved}',
+               'train_cfg.max_epochs=1', 'train_cfg.val_interval=1'])
+    assert 'accuracy/top1' in log
+    dumped = Config.fromfile(osp.join(work, 'vtab.py'))
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = dumped[key].dataset
+        assert (dataset.task, dataset.data_root) == ('dmlab', str(moved))
+    assert dumped.model.head.num_classes == 6
