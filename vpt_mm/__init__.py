@@ -15,6 +15,7 @@ from . import (  # noqa: E402,F401
     datasets,
     engine,
     hooks,
+    optim,
     schedulers,
     tuning,
 )

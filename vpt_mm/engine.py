@@ -31,6 +31,7 @@ from typing import Callable, Optional, Union
 
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
+from torch.optim import Optimizer
 
 from .checkpoints import (
     load_full_checkpoint,
@@ -122,6 +123,18 @@ class VPTRunner(Runner):
         apply_data_root(cfg)
         check_cached_features(cfg)
         return super().from_cfg(cfg)
+
+    def build_optim_wrapper(self, optim_wrapper):
+        """mmengine's, with :class:`~vpt_mm.optim.VPTOptimWrapperConstructor`
+        (frozen parameters left out, quietly) for an ``optim_wrapper`` that
+        names no ``constructor``."""
+        if (isinstance(optim_wrapper, dict)
+                and optim_wrapper.get('optimizer') is not None
+                and 'constructor' not in optim_wrapper
+                and not isinstance(optim_wrapper['optimizer'], Optimizer)):
+            optim_wrapper = dict(
+                optim_wrapper, constructor='VPTOptimWrapperConstructor')
+        return super().build_optim_wrapper(optim_wrapper)
 
     def register_default_hooks(self, hooks=None) -> None:
         """mmengine's default hooks, with :class:`VPTCheckpointHook` in

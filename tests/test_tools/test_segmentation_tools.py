@@ -35,6 +35,9 @@ def test_train_test_and_tuned_checkpoint(ade, tmp_path):
     work = str(tmp_path / 'work')
     log = run([sys.executable, 'tools/train.py', cfg, '--work-dir', work])
     assert 'Iter(val) [2/2]' in log and 'mIoU' in log
+    # Frozen parameters never reach the optimizer: one line, not 148.
+    assert 'is skipped since its requires_grad' not in log
+    assert 'frozen parameter tensors' in log
     ckpt = osp.join(work, 'iter_4.pth')
     # The checkpoint holds the prompts and heads, not the frozen backbone,
     # and records the fingerprint of the backbone it trained on: the

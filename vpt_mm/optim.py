@@ -1,0 +1,89 @@
+"""The optimizer constructor of every vpt_mm run: frozen parameters never
+reach the optimizer.
+
+mmengine's ``DefaultOptimWrapperConstructor`` passes every parameter of the
+model to the optimizer when there is no ``paramwise_cfg``, and with one it
+logs a warning per frozen tensor ("... is skipped since its
+requires_grad=False": 148 lines for a SETR run). With a frozen backbone
+that is nearly every tensor. :class:`VPTOptimWrapperConstructor` is
+mmengine's constructor with the frozen parameters taken out first, and one
+log line that says how many.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator, List, Optional, Union
+
+import torch.nn as nn
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+__all__ = ['VPTOptimWrapperConstructor']
+
+
+@contextlib.contextmanager
+def _trainable_only(module: nn.Module) -> Iterator[None]:
+    """Within the block, ``module.named_parameters(recurse=False)`` (what
+    mmengine's ``add_params`` reads) yields its trainable parameters only."""
+    named = module.named_parameters
+
+    def trainable(*args, **kwargs):
+        return ((name, param) for name, param in named(*args, **kwargs)
+                if param.requires_grad)
+
+    object.__setattr__(module, 'named_parameters', trainable)
+    try:
+        yield
+    finally:
+        object.__delattr__(module, 'named_parameters')
+
+
+class _TrainableParameters:
+    """What mmengine's constructor reads of a model when there is no
+    ``paramwise_cfg`` (its ``parameters()``), trainable parameters only."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self._model = model
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self._model.parameters() if p.requires_grad)
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class VPTOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """mmengine's ``DefaultOptimWrapperConstructor`` over the trainable
+    parameters only.
+
+    :class:`~vpt_mm.engine.VPTRunner` uses it for every ``optim_wrapper``
+    that names no ``constructor``. ``paramwise_cfg`` (``custom_keys``,
+    ``bias_decay_mult``, ...) means what it means in mmengine; the learning
+    rates and weight decays of the trainable parameters are the same as with
+    mmengine's constructor (frozen parameters get no gradient, so mmengine's
+    optimizer never updated them either).
+    """
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        if hasattr(model, 'module'):
+            model = model.module
+        frozen = [p for p in model.parameters() if not p.requires_grad]
+        if frozen:
+            from mmengine.logging import print_log
+            print_log(
+                f'{len(frozen)} frozen parameter tensors '
+                f'({sum(p.numel() for p in frozen):,} parameters) are left '
+                'out of the optimizer', logger='current', level=logging.INFO)
+        if not self.paramwise_cfg:
+            # mmengine passes model.parameters() as the one param group.
+            return super().__call__(_TrainableParameters(model))
+        return super().__call__(model)
+
+    def add_params(self,
+                   params: List[dict],
+                   module: nn.Module,
+                   prefix: str = '',
+                   is_dcn_module: Optional[Union[int, float]] = None) -> None:
+        """mmengine's ``add_params`` over the module's trainable
+        parameters."""
+        with _trainable_only(module):
+            super().add_params(params, module, prefix, is_dcn_module)
