@@ -15,21 +15,9 @@ from vpt_mm.converters import (
     convert_swin,
     convert_torchvision_resnet,
 )
+from vpt_mm.converters.swin import official_relative_position_index
 
 SWIN_ARCH = dict(embed_dims=16, depths=[2, 2, 2], num_heads=[2, 2, 4])
-
-
-def official_relative_position_index(ws):
-    """The index buffer as the official Swin code builds it."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing='ij'))
-    coords = coords.flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-    rel = rel.contiguous()
-    rel[:, :, 0] += ws - 1
-    rel[:, :, 1] += ws - 1
-    rel[:, :, 0] *= 2 * ws - 1
-    return rel.sum(-1)
 
 
 def timm_swin_as_official(model, ws):
@@ -120,6 +108,42 @@ def test_swin_matches_source_features(tmp_path):
     assert_prompted_loads(prompted, plain, dst)
 
 
+def test_swin_converts_timm_layout(tmp_path):
+    """timm's own Swin state dict (patch merging opening the next stage, no
+    relative-position index, ``head.fc``), as a .safetensors file as timm
+    publishes it: converted to the same file as the official layout, its
+    features equal to timm's."""
+    from safetensors.torch import save_file
+    src = timm.models.swin_transformer.SwinTransformer(
+        img_size=112, patch_size=4, window_size=7, embed_dim=16,
+        depths=(2, 2, 2), num_heads=(2, 2, 4), num_classes=5).eval()
+    assert not [k for k in src.state_dict() if k.endswith('_index')]
+    path = str(tmp_path / 'model.safetensors')
+    save_file(dict(src.state_dict()), path)
+    dst = str(tmp_path / 'converted.pth')
+    convert_file(convert_swin, 'test', [path, dst])
+    official = convert_to_file(tmp_path, timm_swin_as_official(src, 7),
+                               convert_swin)
+    a, b = torch.load(dst)['state_dict'], torch.load(official)['state_dict']
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    plain = SwinTransformer(arch=SWIN_ARCH, img_size=112, window_size=7,
+                            out_indices=(2, ))
+    plain.load_state_dict(a)
+    plain.eval()
+    x = torch.rand(2, 3, 112, 112)
+    expected = src.forward_features(x).permute(0, 3, 1, 2)
+    torch.testing.assert_close(plain(x)[0], expected, atol=1e-5, rtol=1e-5)
+    # Patch mergings where neither layout has them: refused, naming both.
+    state = dict(src.state_dict())
+    for key in [k for k in state if k.startswith('layers.1.downsample.')]:
+        state[key.replace('layers.1.', 'layers.0.')] = state[key]
+    with pytest.raises(ValueError, match=r'patch mergings in stages '
+                       r'\[0, 1, 2\] of 3: neither the official'):
+        convert_swin(state)
+
+
 def test_convnext_matches_source_features(tmp_path):
     # The official layout: linear point-wise layers, channels-last norms.
     src = timm.models.convnext.ConvNeXt(
@@ -172,6 +196,7 @@ def test_swin_patch_merging_order_is_permuted():
     state = {
         'patch_embed.proj.weight': torch.zeros(1),
         'layers.0.downsample.reduction.weight': weight,
+        'layers.1.blocks.0.norm1.weight': torch.zeros(1),
     }
     out = convert_swin(state)['stages.0.downsample.reduction.weight'][0]
     # Official channel index (kh + 2 * kw) * C + c; mmcv c * 4 + kh * 2 + kw.
