@@ -4,11 +4,11 @@ import os.path as osp
 
 import pytest
 
-from tests.benchmark_data import FGVC_MAKERS, make_cub_layout
 from vpt_mm.datasets import FGVC, get_task
 from vpt_mm.datasets.fgvc_splits import build_fgvc_splits, write_fgvc_splits
+from vpt_mm.datasets.synthetic import FGVC_MAKERS, make_cub_layout
 
-# Images per class in the generated layouts (tests/benchmark_data.py):
+# Images per class in the generated layouts (vpt_mm/datasets/synthetic.py):
 # (train + val, test); Flowers has 1 train, 1 val and 1 test per class.
 TRAIN, TEST = 3, 1
 

@@ -3,8 +3,8 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from tests.benchmark_data import make_vtab_task
 from vpt_mm.datasets import VTAB1k
+from vpt_mm.datasets.synthetic import make_vtab_task
 
 
 @pytest.fixture(scope='module')

@@ -9,9 +9,9 @@ import torch
 from mmpretrain.models.backbones import ConvNeXt, ResNet, SwinTransformer
 from mmpretrain.registry import MODELS
 
-from tests.benchmark_data import make_vtab_task
 from tests.test_tools.test_train import REPO, run
 from vpt_mm.checkpoints import frozen_fingerprint
+from vpt_mm.datasets.synthetic import make_vtab_task
 from vpt_mm.runner import config_from_file
 
 pytestmark = pytest.mark.slow

@@ -10,9 +10,9 @@ import pytest
 import torch
 from mmpretrain.models.backbones import VisionTransformer
 
-from tests.benchmark_data import make_dogs_layout, make_vtab_task
 from tests.test_tools.test_train import REPO, run
 from tests.test_tools.test_trust import fails
+from vpt_mm.datasets.synthetic import make_dogs_layout, make_vtab_task
 from vpt_mm.sweep import Sweep, SweepSpec, overrides
 
 pytestmark = pytest.mark.slow

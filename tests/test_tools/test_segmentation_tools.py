@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 
-from tests.benchmark_data import make_ade20k_layout
 from tests.seg_configs import (
     build_seg_model,
     write_pretrained,
@@ -16,6 +15,7 @@ from tests.seg_configs import (
 )
 from tests.test_tools.test_train import run
 from vpt_mm.checkpoints import frozen_fingerprint
+from vpt_mm.datasets.synthetic import make_ade20k_layout
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,9 @@
-"""Tiny copies of the benchmarks' real on-disk layouts, made by the tests.
+"""Tiny copies of the benchmarks' real on-disk layouts: the tests' data
+and the CPU smoke tests' (``tools/dataset_converters/make_smoke_data.py``).
 
-Images are small random JPEGs; annotation files follow each dataset's
-official format, ``.mat`` files included (written with scipy).
+Images are small random JPEGs whose colour follows the class; annotation
+files follow each dataset's official format, ``.mat`` files included
+(written with scipy). Nothing here is downloaded.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import cv2
 import numpy as np
 from scipy.io import savemat
 
-from vpt_mm.datasets import get_task
+from .benchmarks import get_task
 
 
 def write_image(path: str, rng: np.random.RandomState,
@@ -25,7 +27,8 @@ def write_image(path: str, rng: np.random.RandomState,
     h, w = rng.randint(12, 20), rng.randint(12, 20)
     base = (label * 37) % 200
     img = (base + rng.randint(0, 56, size=(h, w, 3))).astype(np.uint8)
-    assert cv2.imwrite(path, img)
+    if not cv2.imwrite(path, img):
+        raise OSError(f'Could not write {path}')
 
 
 def make_vtab_task(root: str,
@@ -211,5 +214,6 @@ def make_ade20k_layout(root: str,
                                   ('annotations', label, 'png')):
                 path = osp.join(data_root, sub, split, f'{name}.{ext}')
                 os.makedirs(osp.dirname(path), exist_ok=True)
-                assert cv2.imwrite(path, arr)
+                if not cv2.imwrite(path, arr):
+                    raise OSError(f'Could not write {path}')
     return data_root

@@ -1,0 +1,42 @@
+"""The README's CPU smoke tests, run as written: every config family at its
+real backbone size on generated data, without a checkpoint."""
+import os
+import os.path as osp
+import re
+import subprocess
+
+import pytest
+
+from tests.test_tools.test_train import REPO
+
+pytestmark = pytest.mark.slow
+HEADING = '### CPU smoke tests'
+
+
+def readme_block(heading: str) -> str:
+    """The first ```bash block after ``heading`` in the README."""
+    with open(osp.join(REPO, 'README.md')) as f:
+        text = f.read()
+    start = text.index(heading)
+    match = re.search(r'```bash\n(.*?)```', text[start:], re.S)
+    assert match, f'no bash block after {heading!r}'
+    return match.group(1)
+
+
+def test_readme_smoke_block_runs(tmp_path):
+    script = readme_block(HEADING)
+    assert script.count('tools/train.py') == 3
+    script = script.replace('data/smoke', str(tmp_path / 'data')).replace(
+        'work_dirs/smoke', str(tmp_path / 'work'))
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run(['bash', '-euo', 'pipefail', '-c', script],
+                          cwd=REPO, capture_output=True, text=True, env=env,
+                          timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    work = tmp_path / 'work'
+    for name in ('vtab', 'vpt_shallow_vit-b', 'vpt_deep_swin-b',
+                 'vpt_convnext-b', 'vpt_resnet-50'):
+        assert (work / name / 'epoch_1.pth').exists(), name
+    assert (work / 'setr' / 'iter_2.pth').exists()
+    assert out.count('accuracy/top1') >= 5 and 'mIoU' in out
