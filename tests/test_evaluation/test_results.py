@@ -88,3 +88,41 @@ def test_a_diverged_run_is_failed_never_zero(tmp_path):
     assert row['groups']['Specialized'] is not None
     line = (tmp_path / 'results.md').read_text().splitlines()[2]
     assert line.split(' | ')[2] == 'failed'
+
+
+def test_significance_tests(tmp_path):
+    """VPT-Deep better than Linear on every task by 5-7 points: the exact
+    one-sided Wilcoxon p over the 19 VTAB tasks is 2**-19; Welch's test
+    per task over 3 seeds is significant; against itself shifted by noise
+    only, nothing is."""
+    from vpt_mm.evaluation import significance_tests
+    vtab = tasks_of('vtab1k')
+    deep = _records('VPT-Deep', vtab)
+    rng = np.random.RandomState(0)
+    linear = [dict(r, method='Linear', top1=r['top1'] - 5 - 2 * rng.rand()
+                   + 0.1 * r['seed']) for r in deep]
+    same = [dict(r, method='Same') for r in deep]
+    summary = summarize_results(deep + linear + same)
+    tests = {t['method']: t for t in significance_tests(summary, 'VPT-Deep')}
+    assert set(tests) == {'Linear', 'Same'}
+    wil = tests['Linear']['wilcoxon']['vtab1k']
+    assert wil['n'] == 19 and wil['p'] == pytest.approx(2.0**-19)
+    assert len(tests['Linear']['welch']) == 19
+    assert max(tests['Linear']['welch'].values()) < 0.05
+    # Identical results: no test is defined, none is reported.
+    assert tests['Same']['wilcoxon']['vtab1k']['p'] is None
+    assert tests['Same']['welch'] == {}
+    # Reversed, the one-sided test finds nothing.
+    back = significance_tests(summary, 'Linear')
+    assert next(t for t in back if t['method'] == 'VPT-Deep')[
+        'wilcoxon']['vtab1k']['p'] > 0.99
+    with pytest.raises(ValueError, match='matches 0 rows'):
+        significance_tests(summary, 'VPT-Shallow')
+    # Written as extra rows of the table and into the json.
+    write_results(deep + linear, str(tmp_path / 't'), reference='VPT-Deep')
+    md = (tmp_path / 't.md').read_text().splitlines()
+    row = next(r for r in md if r.startswith('| p: VPT-Deep > Linear'))
+    assert '1.91e-06 (n=19)' in row
+    assert len(row.split('|')) == len(md[0].split('|'))
+    saved = json.loads((tmp_path / 't.json').read_text())
+    assert saved['significance']['reference'] == 'VPT-Deep'

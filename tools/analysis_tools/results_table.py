@@ -4,7 +4,7 @@ method/backbone), written as markdown, csv and json.
 Examples:
     python tools/analysis_tools/results_table.py \
         work_dirs/sweep/vpt_deep_vit-b work_dirs/sweep/vpt_shallow_vit-b \
-        --out work_dirs/table1
+        --out work_dirs/table1 --reference VPT-Deep
 """
 import argparse
 import json
@@ -20,6 +20,10 @@ def parse_args() -> argparse.Namespace:
         'records json files')
     parser.add_argument(
         '--out', required=True, help='output path without extension')
+    parser.add_argument(
+        '--reference', help='METHOD or METHOD:BACKBONE: add one-sided '
+        'significance tests of it against every other row (Wilcoxon '
+        'signed-rank over the tasks, Welch\'s t-test per task over seeds)')
     return parser.parse_args()
 
 
@@ -34,7 +38,7 @@ def main() -> None:
                                     'finished?)')
         with open(path) as f:
             records += json.load(f)
-    write_results(records, args.out)
+    write_results(records, args.out, args.reference)
     with open(f'{args.out}.md') as f:
         print(f.read())
 

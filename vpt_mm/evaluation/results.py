@@ -15,6 +15,11 @@ a partial table never shows a mean over a different set of tasks. A record
 with ``top1=None`` is a run that gave no number (it diverged): its task's
 cell reads ``failed`` and the group means that need it stay empty; a failed
 run is never averaged as 0.
+
+:func:`significance_tests` compares one row (the reference method) with
+every other, as the paper's appendix does: a one-sided Wilcoxon signed-rank
+test over the tasks of each benchmark (paired by task, the reference
+better), and a one-sided Welch's t-test per task over the seeds.
 """
 from __future__ import annotations
 
@@ -35,9 +40,10 @@ REQUIRED = ('method', 'backbone', 'task', 'top1')
 def _stats(values: Sequence[Optional[float]]) -> dict:
     if any(v is None for v in values):
         return dict(mean=None, std=None, n=len(values), failed=True)
-    values = np.asarray(values, dtype=np.float64)
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return dict(mean=float(values.mean()), std=std, n=int(len(values)))
+    array = np.asarray(values, dtype=np.float64)
+    std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return dict(mean=float(array.mean()), std=std, n=int(len(array)),
+                values=[float(v) for v in values])
 
 
 def _columns(benchmarks: Sequence[str]) -> List[Tuple[str, str, str]]:
@@ -121,22 +127,142 @@ def _cell(row: dict, kind: str, key: str) -> Tuple[str, Optional[float],
     return ('' if value is None else f'{value:.2f}'), value, None
 
 
-def write_results(records: Sequence[dict], out_prefix: str) -> dict:
+def find_row(summary: dict, reference: str) -> dict:
+    """The row of ``summary`` named ``reference``: ``METHOD`` or
+    ``METHOD:BACKBONE`` (needed when the method has several backbones).
+
+    Raises:
+        ValueError: If no row, or more than one, matches.
+    """
+    method, _, backbone = reference.partition(':')
+    rows = [r for r in summary['rows'] if r['method'] == method and
+            (not backbone or r['backbone'] == backbone)]
+    if len(rows) != 1:
+        names = [f'{r["method"]}:{r["backbone"]}' for r in summary['rows']]
+        raise ValueError(
+            f'--reference {reference!r} matches {len(rows)} rows of the '
+            f'table; choose one of {names}')
+    return rows[0]
+
+
+def significance_tests(summary: dict, reference: str) -> List[dict]:
+    """One-sided tests that the reference row is better than each other
+    row (scipy).
+
+    - **Wilcoxon signed-rank**, per benchmark: the per-task means of both
+      rows, paired by task over the tasks both have (failed ones left out),
+      alternative "the reference is greater". With fewer than 2 tasks, or
+      no difference at all, there is no test (p is None).
+    - **Welch's t-test**, per task: the seeds of both rows (unequal
+      variances), alternative "the reference is greater"; only where both
+      have at least 2 seeds.
+
+    Args:
+        summary (dict): From :func:`summarize_results`.
+        reference (str): ``METHOD`` or ``METHOD:BACKBONE``
+            (:func:`find_row`).
+
+    Returns:
+        list[dict]: One entry per other row: ``method``, ``backbone``,
+        ``wilcoxon`` (``{benchmark: {p, statistic, n}}``) and ``welch``
+        (``{task: p}``).
+    """
+    from scipy.stats import ttest_ind, wilcoxon
+    ref = find_row(summary, reference)
+    tests = []
+    for row in summary['rows']:
+        if row is ref:
+            continue
+        result = dict(method=row['method'], backbone=row['backbone'],
+                      wilcoxon={}, welch={})
+        benchmarks = sorted({get_task(t).benchmark for t in row['tasks']})
+        for benchmark in benchmarks:
+            pairs = [(ref['tasks'][t]['mean'], stats['mean'])
+                     for t, stats in row['tasks'].items()
+                     if get_task(t).benchmark == benchmark
+                     and stats['mean'] is not None
+                     and ref['tasks'].get(t, {}).get('mean') is not None]
+            diffs = [a - b for a, b in pairs]
+            entry = dict(p=None, statistic=None, n=len(pairs))
+            if len(pairs) >= 2 and any(d != 0 for d in diffs):
+                test = wilcoxon(diffs, alternative='greater')
+                entry.update(p=float(test.pvalue),
+                             statistic=float(test.statistic))
+            result['wilcoxon'][benchmark] = entry
+        for task, stats in row['tasks'].items():
+            mine = ref['tasks'].get(task)
+            if (mine is None or stats['mean'] is None
+                    or mine['mean'] is None or stats['n'] < 2
+                    or mine['n'] < 2):
+                continue
+            if mine['values'] == stats['values'] or (
+                    mine['std'] == 0 and stats['std'] == 0):
+                continue  # no variance: the test is undefined
+            test = ttest_ind(mine['values'], stats['values'],
+                             equal_var=False, alternative='greater')
+            result['welch'][task] = float(test.pvalue)
+        tests.append(result)
+    return tests
+
+
+def _p(value: Optional[float]) -> str:
+    return '' if value is None else f'{value:.3g}'
+
+
+def significance_lines(tests: List[dict], reference: str,
+                       columns: Sequence[Sequence[str]]) -> List[str]:
+    """Markdown rows of :func:`significance_tests`, under the table: per
+    other row, Welch's p-value in each task column and Wilcoxon's in each
+    benchmark's mean column."""
+    lines = []
+    for test in tests:
+        cells = []
+        for kind, key, _ in columns:
+            if kind == 'task':
+                cells.append(_p(test['welch'].get(key)))
+            elif kind == 'mean' or (kind == 'group' and key == 'FGVC'):
+                benchmark = 'vtab1k' if kind == 'mean' else 'fgvc'
+                entry = test['wilcoxon'].get(benchmark)
+                cells.append('' if entry is None else
+                             f'{_p(entry["p"])} (n={entry["n"]})')
+            else:
+                cells.append('')
+        lines.append('| ' + ' | '.join(
+            [f'p: {reference} > {test["method"]}', test['backbone']] + cells)
+            + ' |')
+    return lines
+
+
+def write_results(records: Sequence[dict],
+                  out_prefix: str,
+                  reference: Optional[str] = None) -> dict:
     """Write the table as ``<out_prefix>.md``, ``.csv`` and ``.json``.
 
     The markdown shows ``mean ± std`` over seeds; the csv has a numeric
     mean column per task and group plus a ``<task> std`` column per task;
     the json holds the summary and the records it came from.
 
+    With ``reference``, the table gets one row of p-values per other row
+    (:func:`significance_tests`): Welch's t-test in the task columns,
+    the Wilcoxon signed-rank test over the tasks in the benchmark's mean
+    column (VTAB mean, FGVC mean); the json holds them under
+    ``significance``.
+
     Args:
         records (Sequence[dict]): Test results (see
             :func:`summarize_results`).
         out_prefix (str): Output path without extension.
+        reference (str, optional): ``METHOD`` or ``METHOD:BACKBONE`` to
+            test against every other row.
 
     Returns:
         dict: The summary written.
     """
     summary = summarize_results(records)
+    if reference is not None:
+        summary['significance'] = dict(
+            reference=reference,
+            tests=significance_tests(summary, reference))
     columns = summary['columns']
     os.makedirs(osp.dirname(osp.abspath(out_prefix)), exist_ok=True)
 
@@ -147,6 +273,9 @@ def write_results(records: Sequence[dict], out_prefix: str) -> dict:
         cells = [_cell(row, kind, key)[0] for kind, key, _ in columns]
         lines.append('| ' + ' | '.join([row['method'], row['backbone']] +
                                        cells) + ' |')
+    if reference is not None:
+        lines += significance_lines(summary['significance']['tests'],
+                                    reference, columns)
     with open(f'{out_prefix}.md', 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
