@@ -45,7 +45,7 @@ __all__ = [
     'save_tuned', 'load_tuned', 'read_tuned', 'frozen_fingerprint',
     'checkpoint_record', 'verify_checkpoint', 'load_verified_checkpoint',
     'load_full_checkpoint', 'frozen_keys', 'omit_frozen', 'omits_frozen',
-    'record_of',
+    'record_of', 'load_model_checkpoint',
     'TUNED_FORMAT'
 ]
 
@@ -523,6 +523,44 @@ def load_full_checkpoint(model: nn.Module,
     missing, _ = model.load_state_dict(state, strict=not omitted)
     if set(missing) - omitted:  # pragma: no cover - _check_fits covers it
         raise ValueError(f'{source}: missing {sorted(missing)[:5]}')
+
+
+def load_model_checkpoint(model: nn.Module,
+                          filename: str,
+                          allow_other_backbone: bool = False) -> dict:
+    """Load any checkpoint vpt_mm reads into a freshly built ``model``,
+    strictly, outside a runner (the analysis and conversion tools).
+
+    - ``*.safetensors``: a tuned-only file on top of the config's pretrained
+      backbone (:func:`load_tuned`; the backbone is initialised here);
+    - a training checkpoint: verified against its sha256, loaded strictly
+      (:func:`load_full_checkpoint`); one saved without its frozen
+      backbone gets the pretrained one first (initialised here), whose
+      fingerprint must match.
+
+    Args:
+        model (nn.Module): Built from the config, not initialised.
+        filename (str): ``.pth`` or ``.safetensors``.
+        allow_other_backbone (bool): See :func:`load_tuned`.
+
+    Returns:
+        dict: The checkpoint's ``meta`` (a tuned file's metadata).
+    """
+    if str(filename).endswith('.safetensors'):
+        model.init_weights()
+        return load_tuned(model, filename, allow_other_backbone)
+    checkpoint, verified = load_verified_checkpoint(filename,
+                                                    map_location='cpu')
+    if not verified:
+        from mmengine.logging import print_log
+        print_log(f'{filename} records no sha256 (not written by vpt_mm); '
+                  'its bytes could not be verified', logger='current',
+                  level=logging.WARNING)
+    if omits_frozen(checkpoint):
+        model.init_weights()
+    load_full_checkpoint(model, extract_state_dict(checkpoint), filename,
+                         record_of(checkpoint), allow_other_backbone)
+    return checkpoint.get('meta') or {}
 
 
 class _TunedMarker(dict):

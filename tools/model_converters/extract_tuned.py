@@ -11,14 +11,7 @@ import argparse
 from mmengine.config import DictAction
 from mmengine.registry import MODELS
 
-from vpt_mm.checkpoints import (
-    extract_state_dict,
-    load_full_checkpoint,
-    load_verified_checkpoint,
-    omits_frozen,
-    record_of,
-    save_tuned,
-)
+from vpt_mm.checkpoints import load_model_checkpoint, save_tuned
 from vpt_mm.runner import config_from_file
 
 
@@ -32,18 +25,9 @@ def main() -> None:
     args = parser.parse_args()
     cfg = config_from_file(args.config, args.cfg_options)
     model = MODELS.build(cfg.model)
-    checkpoint, verified = load_verified_checkpoint(args.checkpoint,
-                                                    map_location='cpu')
-    if not verified:
-        print(f'warning: {args.checkpoint} records no sha256 (not written by '
-              'vpt_mm); its bytes could not be verified')
-    if omits_frozen(checkpoint):
-        # Saved without its frozen backbone: rebuild that from the config's
-        # pretrained checkpoint (its fingerprint is checked on loading).
-        model.init_weights()
-    load_full_checkpoint(model, extract_state_dict(checkpoint),
-                         args.checkpoint,
-                         record_of(checkpoint))
+    # Strict and verified; a checkpoint saved without its frozen backbone
+    # gets it from the config's pretrained checkpoint (fingerprint checked).
+    load_model_checkpoint(model, args.checkpoint)
     state = save_tuned(model, args.out)
     size = sum(v.numel() * v.element_size() for v in state.values())
     print(f'Saved {len(state)} tuned tensors ({size / 1024:.1f} KiB) to '
