@@ -127,6 +127,9 @@ def plot_curves(curves: Dict[str, List[tuple]], title: str, xlabel: str,
                 label=name)
     if log_x:
         ax.set_xscale('log')
+        xs = sorted({p[0] for xy in curves.values() for p in xy})
+        ax.set_xticks(xs, [f'{x:g}' for x in xs])
+        ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
