@@ -12,13 +12,13 @@ optim_wrapper = dict(
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=True, begin=0, end=3,
          convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=3, end=40,
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=3, end=30,
          convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=40, val_interval=10)
+train_cfg = dict(by_epoch=True, max_epochs=30, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(interval=40, max_keep_ckpts=1))
+    checkpoint=dict(interval=30, max_keep_ckpts=1))
 work_dir = './work_dirs/demo/pretrain_vit-tiny_digits-0to4'

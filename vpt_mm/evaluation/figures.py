@@ -102,6 +102,8 @@ def plot_bars(rows: Sequence[dict], title: str, ylabel: str,
                      bar.get_height() + row.get('std', 0.0)),
                     ha='center', va='bottom', fontsize=8,
                     xytext=(0, 3), textcoords='offset points')
+    top = max(r['mean'] + r.get('std', 0.0) for r in rows)
+    ax.set_ylim(0, top * 1.12 if top > 0 else 1)
     ax.set_xticks(x, [r['name'] for r in rows], fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
