@@ -129,7 +129,8 @@ def plot_curves(curves: Dict[str, List[tuple]], title: str, xlabel: str,
                 label=name)
     if log_x:
         ax.set_xscale('log')
-        xs = sorted({p[0] for xy in curves.values() for p in xy})
+    xs = sorted({p[0] for xy in curves.values() for p in xy})
+    if len(xs) <= 12:  # label the measured x values themselves
         ax.set_xticks(xs, [f'{x:g}' for x in xs])
         ax.minorticks_off()
     ax.set_xlabel(xlabel)
