@@ -1,12 +1,19 @@
 """The paper's protocol for a VTAB-1k or FGVC config: grid search on the
 validation split, retraining with several seeds, results tables.
 
-Every job runs through tools/train.py (tools/dist_train.sh with --gpus N);
-a sweep restarted with the same arguments skips finished jobs and resumes
-the others. See vpt_mm/sweep.py for the layout of the work dir.
+Every job runs through tools/train.py (tools/dist_train.sh with --gpus N):
+one after another (the default), several at once on this machine
+(--devices 0,1,... with --gpus GPUs each, or --jobs N on CPU), or as SLURM
+job arrays (--launcher slurm --partition P). A sweep restarted with the
+same arguments skips finished jobs and resumes the others, wherever they
+ran. See vpt_mm/sweep/protocol.py for the layout of the work dir.
 
 Examples:
     python tools/sweep.py configs/vtab/vpt_deep_vit-b.py --tasks dmlab
+    python tools/sweep.py configs/vtab/vpt_deep_vit-b.py \
+        --devices 0,1,2,3,4,5,6,7
+    python tools/sweep.py configs/vtab/vpt_deep_vit-b.py --launcher slurm \
+        --partition gpu
     python tools/sweep.py configs/fgvc/vpt_shallow_vit-b.py --gpus 8 \
         --num-tokens 1 5 10
     python tools/sweep.py configs/fgvc/vpt_deep_vit-b.py \
@@ -14,6 +21,7 @@ Examples:
 """
 import argparse
 import os.path as osp
+import shlex
 import sys
 
 from vpt_mm.datasets import get_task, tasks_of
@@ -22,7 +30,15 @@ from vpt_mm.runner import (
     config_from_file,
     parse_cfg_options,
 )
-from vpt_mm.sweep import VPT_LRS, WEIGHT_DECAYS, Sweep, SweepSpec
+from vpt_mm.sweep import (
+    VPT_LRS,
+    WEIGHT_DECAYS,
+    ConcurrentExecutor,
+    SlurmExecutor,
+    Sweep,
+    SweepSpec,
+    device_slots,
+)
 
 TOOLS = osp.dirname(osp.abspath(__file__))
 
@@ -73,6 +89,28 @@ def parse_args() -> argparse.Namespace:
         'keep the paper\'s total 128 with --cfg-options '
         'train_dataloader.batch_size=<128 / gpus>')
     parser.add_argument(
+        '--devices', help='comma-separated GPU ids: run one job per group '
+        'of --gpus of them at once (CUDA_VISIBLE_DEVICES), e.g. 0,1,2,3')
+    parser.add_argument(
+        '--jobs', type=int, help='run this many jobs at once on this '
+        'machine (CPU; with GPUs use --devices)')
+    parser.add_argument(
+        '--launcher', choices=('local', 'slurm'), default='local',
+        help='where the jobs run (default: local)')
+    parser.add_argument('--partition', help='SLURM partition')
+    parser.add_argument(
+        '--cpus-per-task', type=int, default=5,
+        help='SLURM --cpus-per-task of each job (default: 5)')
+    parser.add_argument(
+        '--slurm-gpus', type=int, help='GPUs each SLURM job asks for '
+        '(--gres=gpu:N; default: --gpus; 0 on a cluster without GPUs)')
+    parser.add_argument(
+        '--max-parallel', type=int,
+        help='SLURM: at most this many jobs of the array at once')
+    parser.add_argument(
+        '--sbatch-args', default='', help='more sbatch arguments, e.g. '
+        '"--time=04:00:00 --qos=normal"')
+    parser.add_argument(
         '--method', help='row label of the table (default: config name)')
     parser.add_argument(
         '--backbone', help='row label of the table (default: from the '
@@ -94,6 +132,34 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def build_executor(args: argparse.Namespace, work_dir: str, name: str):
+    """The executor the arguments ask for; None runs the jobs one after
+    another."""
+    if args.launcher == 'slurm':
+        if args.devices or args.jobs:
+            raise SystemExit('--devices / --jobs are for local runs; SLURM '
+                             'runs the array tasks where it has room '
+                             '(--max-parallel caps them)')
+        return SlurmExecutor(
+            args.partition, work_dir,
+            gpus=args.gpus if args.slurm_gpus is None else args.slurm_gpus,
+            cpus_per_task=args.cpus_per_task,
+            max_parallel=args.max_parallel,
+            sbatch_args=shlex.split(args.sbatch_args), job_name=name)
+    if (args.partition or args.max_parallel or args.sbatch_args
+            or args.slurm_gpus is not None):
+        raise SystemExit('--partition, --slurm-gpus, --max-parallel and '
+                         '--sbatch-args need --launcher slurm')
+    if args.devices and args.jobs:
+        raise SystemExit('give --devices (GPUs) or --jobs (CPU), not both')
+    if args.devices:
+        devices = [d for d in args.devices.split(',') if d]
+        return ConcurrentExecutor(device_slots(devices, args.gpus))
+    if args.jobs:
+        return ConcurrentExecutor(args.jobs)
+    return None
+
+
 def main() -> None:
     args = parse_args()
     name = osp.splitext(osp.basename(args.config))[0]
@@ -113,9 +179,10 @@ def main() -> None:
         train_fraction=args.train_fraction,
         fraction_seed=args.fraction_seed,
         cfg_options=args.cfg_options)
+    work_dir = args.work_dir or osp.join('work_dirs', 'sweep', name)
     sweep = Sweep(
         spec,
-        work_dir=args.work_dir or osp.join('work_dirs', 'sweep', name),
+        work_dir=work_dir,
         tasks=tasks,
         benchmark=benchmark,
         seeds=args.seeds,
@@ -125,7 +192,8 @@ def main() -> None:
         keep_checkpoints=args.keep_checkpoints,
         tools_dir=TOOLS,
         dry_run=args.dry_run,
-        restart=args.restart)
+        restart=args.restart,
+        executor=build_executor(args, work_dir, name))
     sweep.run()
     if sweep.failed:
         sys.exit(f'[sweep] {len(sweep.failed)} task(s) gave no number: '

@@ -320,6 +320,32 @@ def enable_amp(cfg: Config, dtype: Optional[str] = None) -> None:
         wrapper.dtype = dtype
 
 
+def slurm_to_torch_env() -> None:
+    """Set torch.distributed's environment (``RANK``, ``WORLD_SIZE``,
+    ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) from that of an srun
+    task, as mmengine does for its slurm launcher on CUDA. The master is the
+    first node of the job; the port is ``MASTER_PORT``, else ``PORT``, else
+    29500.
+
+    Raises:
+        ValueError: Outside an srun task.
+    """
+    missing = [k for k in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')
+               if k not in os.environ]
+    if missing:
+        raise ValueError(f'--launcher slurm outside an srun task (no '
+                         f'{missing}); use tools/slurm_train.sh')
+    import subprocess
+    nodes = subprocess.run(
+        ['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']],
+        capture_output=True, text=True, check=True).stdout.split()
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    os.environ.setdefault('MASTER_ADDR', nodes[0])
+    os.environ.setdefault('MASTER_PORT', os.environ.get('PORT', '29500'))
+
+
 def setup_distributed(cfg: Config) -> None:
     """Prepare the CPU (gloo) path of a distributed run; no-op on CUDA.
 
@@ -328,9 +354,15 @@ def setup_distributed(cfg: Config) -> None:
     """
     if cfg.launcher == 'none' or torch.cuda.is_available():
         return
+    if cfg.launcher == 'slurm':
+        # srun's processes (tools/slurm_train.sh on a CPU partition): the
+        # torchrun environment from SLURM's, then the gloo path below.
+        slurm_to_torch_env()
+        cfg.launcher = 'pytorch'
     if cfg.launcher != 'pytorch':
         raise ValueError(f'launcher {cfg.launcher!r} needs CUDA; on CPU use '
-                         "'pytorch' (tools/dist_train.sh)")
+                         "'pytorch' (tools/dist_train.sh) or 'slurm' "
+                         '(tools/slurm_train.sh)')
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
     cfg.env_cfg.dist_cfg['backend'] = 'gloo'
     if replace_sync_bn(cfg.model):

@@ -16,11 +16,14 @@ For each task of a VTAB-1k or FGVC config:
    folder.
 
 Every job is a run of ``tools/train.py --test`` (or ``tools/dist_train.sh``
-with several processes) in its own work dir. A job is finished when its
-``test_metrics.json`` exists (written atomically at the very end), or when
-it diverged (``diverged.json``, written by the ``NonFiniteLossHook``): a
-restarted sweep skips finished jobs and resumes unfinished ones from their
-last checkpoint (``--resume``).
+with several processes) in its own work dir (:mod:`vpt_mm.sweep.jobs`); an
+executor (:mod:`vpt_mm.sweep.executors`) runs each stage's jobs (every grid
+point of every task, then every final seed) one after another, several at
+once, or on SLURM, with the same files and the same results. A job is
+finished when its ``test_metrics.json`` exists (written atomically at the
+very end), or when it diverged (``diverged.json``, written by the
+``NonFiniteLossHook``): a restarted sweep skips finished jobs and resumes
+unfinished ones from their last checkpoint (``--resume``).
 
 **A diverged job is never a number.** A diverged grid point is recorded as
 such in ``best.json`` and ``hparams`` and never selected; a task whose every
@@ -44,130 +47,32 @@ Layout::
 from __future__ import annotations
 
 import copy
-import glob
-import hashlib
 import json
 import os
 import os.path as osp
-import shutil
-import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .datasets import TASKS, get_task, tasks_of
-from .evaluation import write_results
-from .hooks import DIVERGED_FILE
-from .runner import (
+from ..datasets import TASKS, get_task, tasks_of
+from ..evaluation import write_results
+from ..runner import (
     apply_task,
     config_from_file,
     flatten_config,
     parse_cfg_options,
     write_json,
 )
-
-#: The paper's grids (Table 6): base lr of VPT and linear probing, base lr
-#: of full fine-tuning, weight decay.
-VPT_LRS = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
-FULL_LRS = (0.001, 0.0005, 0.0001, 0.005)
-WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0.0)
-METRIC = 'accuracy/top1'
-#: A job's record of its resolved config.
-JOB_FILE = 'job.json'
-
-
-@dataclass
-class SweepSpec:
-    """What defines a sweep; a restart must give the same values.
-
-    Attributes:
-        config (str): Benchmark config (VTAB-1k or FGVC).
-        lrs (list[float]): Base learning rates (scaled by total batch / 256
-            by the config's ``auto_scale_lr``).
-        weight_decays (list[float]): Weight decays.
-        num_tokens (list[int]): Prompt lengths to try; empty keeps the
-            config's.
-        train_fraction (float, optional): Seeded fraction of the training
-            split (data-size study); None uses all of it.
-        fraction_seed (int): Seed of ``train_fraction``.
-        cfg_options (list[str]): ``key=value`` overrides for every job.
-    """
-    config: str
-    lrs: List[float]
-    weight_decays: List[float]
-    num_tokens: List[int] = field(default_factory=list)
-    train_fraction: Optional[float] = None
-    fraction_seed: int = 0
-    cfg_options: List[str] = field(default_factory=list)
-
-
-def _fmt(value: float) -> str:
-    return f'{value:g}'
-
-
-def grid(spec: SweepSpec) -> List[Dict[str, float]]:
-    """The tuning grid: ``dict(lr=, weight_decay=[, num_tokens=])``."""
-    points = []
-    for lr in spec.lrs:
-        for wd in spec.weight_decays:
-            for p in (spec.num_tokens or [None]):
-                point = dict(lr=float(lr), weight_decay=float(wd))
-                if p is not None:
-                    point['num_tokens'] = int(p)
-                points.append(point)
-    return points
-
-
-def point_name(point: Dict[str, float]) -> str:
-    """Folder name of a grid point, e.g. ``lr2.5_wd0.0001_p10``."""
-    name = f'lr{_fmt(point["lr"])}_wd{_fmt(point["weight_decay"])}'
-    if 'num_tokens' in point:
-        name += f'_p{int(point["num_tokens"])}'
-    return name
-
-
-def select_best(scores: Sequence[dict]) -> dict:
-    """The best grid point: highest score; ties to the smaller lr, then the
-    larger weight decay (as the official tuning script, which visits weight
-    decays from large to small and keeps the first of equal scores at one
-    lr), then the shorter prompt.
-
-    Args:
-        scores (Sequence[dict]): Grid points with a ``top1`` score; points
-            whose ``top1`` is None (diverged) are never chosen.
-
-    Returns:
-        dict: The chosen grid point (with its ``top1``).
-    """
-    scores = [s for s in scores if s.get('top1') is not None]
-    if not scores:
-        raise ValueError('No scored grid point to select from')
-    return min(
-        scores,
-        key=lambda s: (-s['top1'], s['lr'], -s['weight_decay'],
-                       s.get('num_tokens', 0)))
-
-
-def overrides(point: Dict[str, float], splits: Tuple[str, str],
-              spec: SweepSpec, seed: int) -> List[str]:
-    """``--cfg-options`` of one job."""
-    train_split, score_split = splits
-    opts = [
-        f'train_dataloader.dataset.split={train_split}',
-        f'test_dataloader.dataset.split={score_split}',
-        f'optim_wrapper.optimizer.lr={_fmt(point["lr"])}',
-        f'optim_wrapper.optimizer.weight_decay={_fmt(point["weight_decay"])}',
-        f'randomness.seed={seed}',
-    ]
-    if 'num_tokens' in point:
-        opts.append('model.backbone.prompt_cfg.num_tokens='
-                    f'{int(point["num_tokens"])}')
-    if spec.train_fraction is not None:
-        opts += [
-            f'train_dataloader.dataset.train_fraction={spec.train_fraction}',
-            f'train_dataloader.dataset.fraction_seed={spec.fraction_seed}',
-        ]
-    return opts + list(spec.cfg_options)
+from .executors import Executor, SequentialExecutor
+from .grid import (
+    SweepSpec,
+    fmt_value,
+    grid,
+    overrides,
+    point_name,
+    select_best,
+)
+from .jobs import Job, job_result, record_config
 
 
 class Sweep:
@@ -193,6 +98,8 @@ class Sweep:
         restart (bool): Rerun from scratch every job whose config changed
             since it ran (default: such a job is an error), and record new
             sweep arguments.
+        executor (Executor, optional): Where the jobs run; defaults to
+            :class:`~vpt_mm.sweep.executors.SequentialExecutor`.
     """
 
     def __init__(self,
@@ -207,7 +114,8 @@ class Sweep:
                  keep_checkpoints: bool = False,
                  tools_dir: str = '',
                  dry_run: bool = False,
-                 restart: bool = False) -> None:
+                 restart: bool = False,
+                 executor: Optional[Executor] = None) -> None:
         if seeds < 1:
             raise ValueError(f'seeds must be >= 1, got {seeds}')
         if gpus < 1:
@@ -238,6 +146,7 @@ class Sweep:
         self.tools_dir = tools_dir
         self.dry_run = dry_run
         self.restart = restart
+        self.executor = executor or SequentialExecutor(self._log)
         #: Tasks that gave no number, with the reason.
         self.failed: Dict[str, str] = {}
         self._base_cfg = None
@@ -304,115 +213,76 @@ class Sweep:
         return flatten_config(cfg)
 
     def check_job(self, task: str, work_dir: str, opts: List[str]) -> None:
-        """Record a new job's config, or check a job's recorded config
-        equals today's before it is reused.
+        """Record a new job's resolved config, or check that a job's
+        recorded config equals today's before it is reused
+        (:func:`~vpt_mm.sweep.jobs.record_config`)."""
+        record_config(work_dir, self.job_config(task, opts), self.restart,
+                      self.dry_run, self._log)
 
-        Raises:
-            ValueError: If the job ran with another config (naming the
-                differences) and ``restart`` is off.
-        """
-        config = self.job_config(task, opts)
-        sha = hashlib.sha256(
-            json.dumps(config, sort_keys=True).encode()).hexdigest()
-        path = osp.join(work_dir, JOB_FILE)
-        if osp.isdir(work_dir) and os.listdir(work_dir):
-            reason = None
-            if not osp.isfile(path):
-                reason = ('it records no config (run by an older vpt_mm), '
-                          'so it cannot be checked')
-            else:
-                with open(path) as f:
-                    recorded = json.load(f)
-                if recorded.get('config_sha256') == sha:
-                    return
-                old = recorded.get('config', {})
-                diff = {
-                    k: (old.get(k), config.get(k))
-                    for k in sorted(set(old) | set(config))
-                    if old.get(k) != config.get(k)
-                }
-                shown = dict(list(diff.items())[:5])
-                reason = (f'its config changed ({len(diff)} key(s); '
-                          f'{{key: (then, now)}}: {shown})')
-            if not self.restart:
-                raise ValueError(
-                    f'Job {work_dir} cannot be reused: {reason}. Revert the '
-                    'change, use another --work-dir, or --restart to rerun '
-                    'the changed jobs')
-            if self.dry_run:
-                print(f'# would restart {work_dir}: {reason}')
-                return
-            self._log(f'restart {osp.relpath(work_dir, self.work_dir)}: '
-                      f'{reason}')
-            shutil.rmtree(work_dir)
-        if not self.dry_run:
-            os.makedirs(work_dir, exist_ok=True)
-            write_json(dict(config_sha256=sha, config=config), path)
+    def _job(self, task: str, rel: str, opts: List[str]) -> Job:
+        work_dir = osp.join(self.work_dir, task, rel)
+        return Job(name=osp.join(task, rel), work_dir=work_dir,
+                   command=self.command(task, work_dir, opts))
 
-    def run_job(self, task: str, work_dir: str,
-                opts: List[str]) -> Optional[dict]:
-        """Run one job unless finished.
+    def run_stage(self, jobs: Sequence[Tuple[str, Job, List[str]]]) -> \
+            Optional[List[dict]]:
+        """Check the recorded config of every ``(task, job, options)``, run
+        the unfinished jobs on the executor, read every result.
 
         Returns:
-            dict | None: ``dict(top1=...)``, or ``dict(top1=None,
-            diverged={iter, epoch, loss, lr})`` for a run stopped by a
-            non-finite loss; None in a dry run.
+            list | None: One result per job (see
+            :func:`~vpt_mm.sweep.jobs.job_result`); None in a dry run.
         """
-        self.check_job(task, work_dir, opts)
-        metrics_file = osp.join(work_dir, 'test_metrics.json')
-        diverged_file = osp.join(work_dir, DIVERGED_FILE)
-        if not osp.isfile(metrics_file) and not osp.isfile(diverged_file):
-            cmd = self.command(task, work_dir, opts)
-            if self.dry_run:
-                print(' '.join(cmd))
-                return None
-            self._log(f'run {osp.relpath(work_dir, self.work_dir)}')
-            proc = subprocess.run(cmd)
-            if proc.returncode != 0 and not osp.isfile(diverged_file):
-                raise RuntimeError(
-                    f'Job {work_dir} failed (exit {proc.returncode}): '
-                    f'{" ".join(cmd)}')
-            if not osp.isfile(metrics_file) and not osp.isfile(
-                    diverged_file):
-                raise RuntimeError(f'Job {work_dir} wrote no '
-                                   f'{metrics_file}')
-        else:
-            self._log(f'done {osp.relpath(work_dir, self.work_dir)}')
-        if not self.keep_checkpoints:
-            for ckpt in glob.glob(osp.join(work_dir, '*.pth')) + glob.glob(
-                    osp.join(work_dir, 'last_checkpoint')):
-                os.remove(ckpt)
-        if osp.isfile(diverged_file):
-            with open(diverged_file) as f:
-                info = json.load(f)
-            self._log(f'{osp.relpath(work_dir, self.work_dir)} diverged at '
-                      f'iteration {info.get("iter")}')
-            return dict(top1=None, diverged=info)
-        with open(metrics_file) as f:
-            metrics = json.load(f)
-        if METRIC not in metrics:
-            raise KeyError(f'{metrics_file} has no {METRIC!r}: {metrics}')
-        return dict(top1=float(metrics[METRIC]))
-
-    def tune(self, task: str) -> Optional[Tuple[Optional[dict], list]]:
-        """Tune one task.
-
-        Returns:
-            tuple | None: The chosen grid point (None if every point
-            diverged) and the names of the diverged points; None in a dry
-            run.
-        """
-        best_file = osp.join(self.work_dir, task, 'best.json')
-        scores = []
-        for point in grid(self.spec):
-            result = self.run_job(
-                task, osp.join(self.work_dir, task, 'tune',
-                               point_name(point)),
-                overrides(point, self.tune_splits, self.spec, seed=0))
-            if result is not None:
-                scores.append(dict(point, **result))
+        for task, job, opts in jobs:
+            self.check_job(task, job.work_dir, opts)
+        todo = [job for _, job, _ in jobs if not job.finished]
         if self.dry_run:
+            for job in todo:
+                print(' '.join(job.command))
             return None
+        for _, job, _ in jobs:
+            if job not in todo:
+                self._log(f'done {job.name}')
+        self.executor.run(todo)
+        results = []
+        for _, job, _ in jobs:
+            result = job_result(job, self.keep_checkpoints)
+            if result['top1'] is None:
+                self._log(f'{job.name} diverged at iteration '
+                          f'{result["diverged"].get("iter")}')
+            results.append(result)
+        return results
+
+    def tune(self) -> Optional[Dict[str, Tuple[Optional[dict], list]]]:
+        """Run every task's grid (one stage) and choose each task's point.
+
+        Returns:
+            dict | None: Per task, the chosen grid point (None if every
+            point diverged) and the names of the diverged points; None in a
+            dry run.
+        """
+        points = grid(self.spec)
+        jobs = [(task, self._job(task, osp.join('tune', point_name(point)),
+                                 overrides(point, self.tune_splits,
+                                           self.spec, seed=0)),
+                 overrides(point, self.tune_splits, self.spec, seed=0))
+                for task in self.tasks for point in points]
+        results = self.run_stage(jobs)
+        if results is None:
+            return None
+        outcome = {}
+        for t, task in enumerate(self.tasks):
+            scores = [
+                dict(point, **result) for point, result in zip(
+                    points, results[t * len(points):(t + 1) * len(points)])
+            ]
+            outcome[task] = self._choose(task, scores)
+        return outcome
+
+    def _choose(self, task: str,
+                scores: List[dict]) -> Tuple[Optional[dict], list]:
+        """Select a task's grid point and write ``<task>/best.json``."""
+        best_file = osp.join(self.work_dir, task, 'best.json')
         diverged = [point_name(s) for s in scores if s['top1'] is None]
         if len(diverged) == len(scores):
             write_json(
@@ -430,21 +300,26 @@ class Sweep:
                   f'{f"; {len(diverged)} diverged" if diverged else ""})')
         return best, diverged
 
-    def final(self, task: str, best: dict) -> List[dict]:
-        """Retrain with the chosen values, one run per seed; the records
-        (``top1=None`` and ``diverged`` for a seed that diverged)."""
-        point = {k: v for k, v in best.items() if k != 'top1'}
+    def final(self, chosen: Dict[str, dict]) -> List[dict]:
+        """Retrain every task with its chosen values, one run per seed (one
+        stage); the records, in task then seed order (``top1=None`` and
+        ``diverged`` for a seed that diverged)."""
+        runs = []
+        for task, best in chosen.items():
+            point = {k: v for k, v in best.items() if k != 'top1'}
+            for seed in range(self.seeds):
+                opts = overrides(point, self.final_splits, self.spec, seed)
+                runs.append((task, point, seed, (
+                    task, self._job(task, osp.join('final', f'seed{seed}'),
+                                    opts), opts)))
+        results = self.run_stage([r[3] for r in runs]) or []
         records = []
-        for seed in range(self.seeds):
-            result = self.run_job(
-                task, osp.join(self.work_dir, task, 'final', f'seed{seed}'),
-                overrides(point, self.final_splits, self.spec, seed=seed))
-            if result is not None:
-                records.append(
-                    dict(method=self.method, backbone=self.backbone,
-                         task=task, seed=seed, **point, **result))
-                if result['top1'] is None:
-                    self.failed[task] = f'final run seed {seed} diverged'
+        for (task, point, seed, _), result in zip(runs, results):
+            records.append(
+                dict(method=self.method, backbone=self.backbone, task=task,
+                     seed=seed, **point, **result))
+            if result['top1'] is None:
+                self.failed[task] = f'final run seed {seed} diverged'
         return records
 
     def run(self) -> List[dict]:
@@ -455,25 +330,27 @@ class Sweep:
         """
         os.makedirs(self.work_dir, exist_ok=True)
         self.check_spec()
-        records, chosen = [], {}
-        for task in self.tasks:
-            outcome = self.tune(task)
-            if outcome is None:  # dry run: final jobs depend on the choice
-                continue
-            best, diverged = outcome
+        outcome = self.tune()
+        if outcome is None:  # dry run: final jobs depend on the choice
+            return []
+        chosen, to_final, failed_records = {}, {}, {}
+        for task, (best, diverged) in outcome.items():
             if best is None:
                 self.failed[task] = 'every grid point diverged'
                 chosen[task] = dict(failed=self.failed[task],
                                     diverged=diverged)
-                records.append(
-                    dict(method=self.method, backbone=self.backbone,
-                         task=task, seed=None, top1=None,
-                         failed=self.failed[task]))
+                failed_records[task] = dict(
+                    method=self.method, backbone=self.backbone, task=task,
+                    seed=None, top1=None, failed=self.failed[task])
                 continue
             chosen[task] = dict(best, diverged=diverged)
-            records += self.final(task, best)
-        if self.dry_run:
-            return []
+            to_final[task] = best
+        finals = self.final(to_final)
+        records = []
+        for task in self.tasks:
+            if task in failed_records:
+                records.append(failed_records[task])
+            records += [r for r in finals if r['task'] == task]
         write_json(records, osp.join(self.work_dir, 'records.json'))
         write_results(records, osp.join(self.work_dir, 'results'))
         self.write_hparams(chosen)
@@ -501,8 +378,8 @@ class Sweep:
                 cells = [TASKS[task].title] + ['failed'] * (len(header) - 2)
                 lines.append('| ' + ' | '.join(cells + [diverged]) + ' |')
                 continue
-            cells = [TASKS[task].title, _fmt(best['lr']),
-                     _fmt(best['weight_decay'])]
+            cells = [TASKS[task].title, fmt_value(best['lr']),
+                     fmt_value(best['weight_decay'])]
             if with_p:
                 cells.append(str(best['num_tokens']))
             cells += [f'{best["top1"]:.2f}', diverged]
@@ -512,5 +389,5 @@ class Sweep:
 
 
 def _dataset_class(dataset_type: str) -> type:
-    from .registry import DATASETS
+    from ..registry import DATASETS
     return DATASETS.get(dataset_type)
