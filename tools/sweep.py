@@ -34,6 +34,7 @@ from vpt_mm.sweep import (
     VPT_LRS,
     WEIGHT_DECAYS,
     ConcurrentExecutor,
+    SequentialExecutor,
     SlurmExecutor,
     Sweep,
     SweepSpec,
@@ -97,6 +98,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--launcher', choices=('local', 'slurm'), default='local',
         help='where the jobs run (default: local)')
+    parser.add_argument(
+        '--threads-per-job', type=int,
+        help='CPU threads of each job (OMP_NUM_THREADS; default: torch\'s, '
+        'the cores divided among --jobs, SLURM\'s --cpus-per-task). The '
+        'thread count changes float rounding: compare sweeps run with the '
+        'same one')
     parser.add_argument('--partition', help='SLURM partition')
     parser.add_argument(
         '--cpus-per-task', type=int, default=5,
@@ -145,7 +152,8 @@ def build_executor(args: argparse.Namespace, work_dir: str, name: str):
             gpus=args.gpus if args.slurm_gpus is None else args.slurm_gpus,
             cpus_per_task=args.cpus_per_task,
             max_parallel=args.max_parallel,
-            sbatch_args=shlex.split(args.sbatch_args), job_name=name)
+            sbatch_args=shlex.split(args.sbatch_args), job_name=name,
+            threads=args.threads_per_job)
     if (args.partition or args.max_parallel or args.sbatch_args
             or args.slurm_gpus is not None):
         raise SystemExit('--partition, --slurm-gpus, --max-parallel and '
@@ -154,9 +162,12 @@ def build_executor(args: argparse.Namespace, work_dir: str, name: str):
         raise SystemExit('give --devices (GPUs) or --jobs (CPU), not both')
     if args.devices:
         devices = [d for d in args.devices.split(',') if d]
-        return ConcurrentExecutor(device_slots(devices, args.gpus))
+        return ConcurrentExecutor(device_slots(devices, args.gpus),
+                                  threads=args.threads_per_job)
     if args.jobs:
-        return ConcurrentExecutor(args.jobs)
+        return ConcurrentExecutor(args.jobs, threads=args.threads_per_job)
+    if args.threads_per_job:
+        return SequentialExecutor(threads=args.threads_per_job)
     return None
 
 

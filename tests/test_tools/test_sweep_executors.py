@@ -46,10 +46,12 @@ def outputs(work_dir):
 
 @pytest.fixture(scope='module')
 def sequential(bench, tmp_path_factory):  # noqa: F811
-    """The reference: the sweep run one job after another."""
+    """The reference: the sweep run one job after another, one thread per
+    job (as the concurrent and SLURM runs below: the thread count changes
+    float rounding)."""
     _, configs = bench
     work = str(tmp_path_factory.mktemp('sequential') / 'sweep')
-    log = sweep(configs['vtab'], work)
+    log = sweep(configs['vtab'], work, '--threads-per-job', '1')
     assert log.count('[sweep] run ') == 4
     return configs['vtab'], outputs(work)
 
@@ -57,7 +59,7 @@ def sequential(bench, tmp_path_factory):  # noqa: F811
 def test_concurrent_jobs_give_the_same_sweep(sequential, tmp_path):
     config, expected = sequential
     work = str(tmp_path / 'sweep')
-    log = sweep(config, work, '--jobs', '2')
+    log = sweep(config, work, '--jobs', '2', '--threads-per-job', '1')
     assert '(slot 1)' in log
     assert outputs(work) == expected
     assert osp.isfile(osp.join(work, 'dmlab', 'tune', 'lr1_wd0', 'job.log'))

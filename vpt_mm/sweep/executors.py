@@ -43,8 +43,24 @@ class Executor:
     #: their own.
     base_port = 29500
 
-    def __init__(self, log: Optional[Log] = None) -> None:
+    def __init__(self,
+                 log: Optional[Log] = None,
+                 threads: Optional[int] = None) -> None:
         self.log = log or (lambda msg: print(f'[sweep] {msg}', flush=True))
+        if threads is not None and threads < 1:
+            raise ValueError(f'threads per job must be >= 1, got {threads}')
+        #: CPU threads of each job (``OMP_NUM_THREADS``); None: torch's
+        #: default. The thread count changes float rounding, so compare
+        #: sweeps run with the same one.
+        self.threads = threads
+
+    def job_env(self, **extra: str) -> Dict[str, str]:
+        """The environment of a job: this one, the thread count, ``extra``."""
+        env = dict(os.environ, **extra)
+        if self.threads is not None:
+            env['OMP_NUM_THREADS'] = env['MKL_NUM_THREADS'] = str(
+                self.threads)
+        return env
 
     def run(self, jobs: Sequence[Job]) -> None:
         """Run the jobs (all unfinished) to their end, whatever their exit
@@ -59,7 +75,7 @@ class SequentialExecutor(Executor):
     def run(self, jobs: Sequence[Job]) -> None:
         for job in jobs:
             self.log(f'run {job.name}')
-            subprocess.run(job.command)
+            subprocess.run(job.command, env=self.job_env())
 
 
 def device_slots(devices: Sequence[str], per_job: int) -> List[str]:
@@ -79,18 +95,28 @@ def device_slots(devices: Sequence[str], per_job: int) -> List[str]:
 class ConcurrentExecutor(Executor):
     """As many jobs at once as there are slots.
 
+    On CPU (``slots`` a number) each job gets ``threads`` CPU threads,
+    by default the cores divided among the slots: torch's default (every
+    core per job) would make concurrent jobs slower than sequential ones.
+
     Args:
         slots (int | list[str]): A number of CPU slots (``--jobs N``), or one
             ``CUDA_VISIBLE_DEVICES`` value per slot (:func:`device_slots`).
         log (callable, optional): Progress messages.
+        threads (int, optional): CPU threads per job.
     """
 
-    def __init__(self, slots, log: Optional[Log] = None) -> None:
-        super().__init__(log)
+    def __init__(self,
+                 slots,
+                 log: Optional[Log] = None,
+                 threads: Optional[int] = None) -> None:
         if isinstance(slots, int):
             if slots < 1:
                 raise ValueError(f'--jobs must be >= 1, got {slots}')
+            if threads is None:
+                threads = max(1, (os.cpu_count() or 1) // slots)
             slots = [None] * slots
+        super().__init__(log, threads)
         self.slots: List[Optional[str]] = list(slots)
 
     def run(self, jobs: Sequence[Job]) -> None:
@@ -101,7 +127,7 @@ class ConcurrentExecutor(Executor):
             with lock:
                 lock.wait_for(lambda: free)
                 slot = free.pop(0)
-            env = dict(os.environ, PORT=str(self.base_port + slot))
+            env = self.job_env(PORT=str(self.base_port + slot))
             if self.slots[slot] is not None:
                 env['CUDA_VISIBLE_DEVICES'] = self.slots[slot]
             where = (f'GPU {self.slots[slot]}' if self.slots[slot]
@@ -141,6 +167,8 @@ class SlurmExecutor(Executor):
             ``['--time=04:00:00', '--qos=normal']``.
         job_name (str): ``--job-name``.
         log (callable, optional): Progress messages.
+        threads (int, optional): CPU threads per job; defaults to
+            ``cpus_per_task``.
     """
 
     def __init__(self,
@@ -151,8 +179,9 @@ class SlurmExecutor(Executor):
                  max_parallel: Optional[int] = None,
                  sbatch_args: Sequence[str] = (),
                  job_name: str = 'vpt_mm_sweep',
-                 log: Optional[Log] = None) -> None:
-        super().__init__(log)
+                 log: Optional[Log] = None,
+                 threads: Optional[int] = None) -> None:
+        super().__init__(log, threads or cpus_per_task)
         if not partition:
             raise ValueError('a SLURM sweep needs --partition')
         self.partition = partition
@@ -193,6 +222,8 @@ class SlurmExecutor(Executor):
             f.write('set -o pipefail\n'
                     # dist_train.sh jobs sharing a node need their own port
                     'export PORT=$((29500 + SLURM_ARRAY_TASK_ID % 10000))\n'
+                    f'export OMP_NUM_THREADS={self.threads} '
+                    f'MKL_NUM_THREADS={self.threads}\n'
                     f'line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" '
                     f'{shlex.quote(lines)})\n'
                     'eval "$line"\n')
