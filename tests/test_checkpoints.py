@@ -65,8 +65,8 @@ def test_tuned_round_trip(tmp_path, pretrained):
      'num_tokens=10'),
     (dict(embed_dims=64), r'saved for embed_dims=32 .* the model has '
      'embed_dims=64'),
-    (dict(deep=False), r"'backbone.prompt.embeddings' has shape "
-     r'\(4, 5, 32\), the model expects \(1, 5, 32\)'),
+    (dict(deep=False), r'saved for layer_ids=\[0, 1, 2, 3\] .* the model '
+     r'has layer_ids=\[0\]'),
 ])
 def test_tuned_file_for_another_model(tmp_path, kwargs, match):
     path = str(tmp_path / 'task.safetensors')
@@ -126,3 +126,18 @@ def test_frozen_prompts_are_saved_too():
     model = tiny_vit(dict(num_tokens=3, frozen=True))
     assert not model.prompt.embeddings.requires_grad
     assert set(tuned_state_dict(model)) == {'prompt.embeddings'}
+
+
+def test_tuned_file_for_other_layers_of_the_same_shape(tmp_path):
+    """Prompts of layers 1-2 in a model prompted at layers 3-4: the tensors
+    have the same shape, the recorded layers tell them apart."""
+    def build(layers):
+        model = classifier()
+        model.backbone.prompt = type(model.backbone.prompt)(
+            dict(num_tokens=5, layers=layers), 32, 4, 8, (4, 4))
+        return model
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(build((1, 2)), path)
+    with pytest.raises(ValueError, match=r'saved for layer_ids=\[0, 1\] .* '
+                       r'the model has layer_ids=\[2, 3\]'):
+        load_tuned(build((3, 4)), path)

@@ -17,10 +17,11 @@ checkpoint and checks the fingerprint before a tensor is copied.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -200,6 +201,9 @@ def _prompt_meta(model: nn.Module) -> Dict[str, str]:
             meta[f'{name}.num_tokens'] = str(module.num_tokens)
             meta[f'{name}.embed_dims'] = str(module.embed_dims)
             meta[f'{name}.location'] = module.location
+            if hasattr(module, 'layer_ids'):
+                meta[f'{name}.layer_ids'] = json.dumps(
+                    [int(i) for i in module.layer_ids])
     return meta
 
 
@@ -255,18 +259,25 @@ def frozen_fingerprint(model: nn.Module) -> str:
     return backbone_fingerprint(backbone, tuned_state_dict(backbone))
 
 
-def save_tuned(model: nn.Module, filename: str) -> Dict[str, torch.Tensor]:
+def save_tuned(model: nn.Module,
+               filename: str,
+               classes: Optional[Sequence[str]] = None
+               ) -> Dict[str, torch.Tensor]:
     """Save only the tuned tensors of ``model`` to a safetensors file.
 
-    The file's metadata records the sha256 of the tensors and the
-    fingerprint of the frozen backbone they were trained on; the file is
-    written to a temporary name and renamed, so it is complete or absent.
+    The file's metadata records the sha256 of the tensors, the fingerprint
+    of the frozen backbone they were trained on, each prompt module's
+    length, width, location and prompted layers, and the class names if
+    given; the file is written to a temporary name and renamed, so it is
+    complete or absent.
 
     Args:
         model (nn.Module): Usually an mmpretrain ``ImageClassifier`` or an
             mmseg ``EncoderDecoder`` with a prompted backbone, its backbone
             being the one the tuned tensors were trained on.
         filename (str): Output path, conventionally ``*.safetensors``.
+        classes (Sequence[str], optional): Class names of the task, in
+            label order (``tools/infer.py`` reports them).
 
     Returns:
         dict: The tensors written.
@@ -285,6 +296,8 @@ def save_tuned(model: nn.Module, filename: str) -> Dict[str, torch.Tensor]:
         sha256=digest(state),
         backbone_fingerprint=frozen_fingerprint(model),
         **_prompt_meta(model))
+    if classes is not None:
+        meta['classes'] = json.dumps([str(c) for c in classes])
     dirname = os.path.dirname(os.path.abspath(filename))
     os.makedirs(dirname, exist_ok=True)
     tmp = f'{filename}.tmp'

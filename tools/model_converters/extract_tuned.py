@@ -27,8 +27,9 @@ def main() -> None:
     model = MODELS.build(cfg.model)
     # Strict and verified; a checkpoint saved without its frozen backbone
     # gets it from the config's pretrained checkpoint (fingerprint checked).
-    load_model_checkpoint(model, args.checkpoint)
-    state = save_tuned(model, args.out)
+    meta = load_model_checkpoint(model, args.checkpoint)
+    classes = (meta.get('dataset_meta') or {}).get('classes')
+    state = save_tuned(model, args.out, classes)
     size = sum(v.numel() * v.element_size() for v in state.values())
     print(f'Saved {len(state)} tuned tensors ({size / 1024:.1f} KiB) to '
           f'{args.out}')

@@ -60,8 +60,11 @@ def prompt_kv(layer: nn.Module, prompts: torch.Tensor) -> KV:
     return k, v
 
 
-def fused_layer_forward(layer: nn.Module, x: torch.Tensor,
-                        kv_prompts: KV) -> torch.Tensor:
+def fused_layer_forward(layer: nn.Module,
+                        x: torch.Tensor,
+                        kv_prompts: KV,
+                        key_mask: Optional[torch.Tensor] = None
+                        ) -> torch.Tensor:
     """Run a layer on the image tokens, attending over prompt K/V too.
 
     Args:
@@ -69,6 +72,10 @@ def fused_layer_forward(layer: nn.Module, x: torch.Tensor,
         x (torch.Tensor): (B, N, d) tokens without prompts.
         kv_prompts (tuple): Prompt keys and values from :func:`prompt_kv`,
             batch 1 or B.
+        key_mask (torch.Tensor, optional): (B, p + N) bool, the keys
+            (prompts first) each sample attends to; for batches whose
+            samples have prompt sets of different lengths, padded
+            (:class:`~vpt_mm.apis.MultiTaskClassifier`).
 
     Returns:
         torch.Tensor: (B, N, d), equal to the token form's outputs at the
@@ -92,7 +99,9 @@ def fused_layer_forward(layer: nn.Module, x: torch.Tensor,
     v = torch.cat([pv.to(kv.dtype).expand(B, -1, -1, -1), kv[1]], dim=2)
     del kv
     drop = attn.attn_drop if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                         dropout_p=drop)
     out = out.transpose(1, 2).reshape(B, N, attn.embed_dims)
     out = attn.out_drop(attn.gamma1(attn.proj_drop(attn.proj(out))))
     x = x + out

@@ -1,0 +1,103 @@
+"""A mixed-task batch on one backbone equals each task's own model."""
+import pytest
+import torch
+from mmpretrain.registry import MODELS
+
+import vpt_mm  # noqa: F401
+from vpt_mm.apis import MultiTaskClassifier
+
+ARCH = dict(embed_dims=32, num_layers=4, num_heads=4,
+            feedforward_channels=64)
+
+
+def task_model(prompt_cfg, num_classes, frozen_from=None, seed=0, **kw):
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='PromptedViT', arch=ARCH, img_size=32,
+                      patch_size=8, prompt_cfg=prompt_cfg, **kw),
+        head=dict(type='LinearClsHead', num_classes=num_classes,
+                  in_channels=32, loss=dict(type='CrossEntropyLoss'))))
+    if frozen_from is not None:  # the same frozen backbone
+        frozen = {k: v for k, v in frozen_from.backbone.state_dict().items()
+                  if not k.startswith('prompt.')}
+        missing, unexpected = model.backbone.load_state_dict(frozen,
+                                                             strict=False)
+        assert not unexpected and all(k.startswith('prompt.')
+                                      for k in missing)
+    return model.eval()
+
+
+TASKS = {
+    'deep4': (dict(num_tokens=4, deep=True), 3),
+    'shallow2': (dict(num_tokens=2, deep=False), 5),
+    'range7': (dict(num_tokens=7, layers=(2, 3)), 2),
+    'deep1': (dict(num_tokens=1, deep=True), 4),
+}
+
+
+@pytest.fixture(scope='module')
+def models():
+    out = {}
+    base = None
+    for seed, (name, (cfg, classes)) in enumerate(TASKS.items()):
+        out[name] = task_model(cfg, classes, base, seed=seed)
+        base = base or out[name]
+    return out
+
+
+def single(model, x):
+    with torch.no_grad():
+        return model(x, mode='tensor').softmax(-1)
+
+
+@pytest.mark.parametrize('fuse', [True, False])
+def test_mixed_batch_equals_each_task_model(models, fuse):
+    for model in models.values():
+        model.backbone.fuse(fuse)
+    server = MultiTaskClassifier(dict(models))
+    torch.manual_seed(1)
+    x = torch.randn(10, 3, 32, 32)
+    tasks = [0, 1, 2, 3, 0, 2, 1, 1, 3, 0]
+    scores = server(x, tasks)
+    names = list(models)
+    for j, t in enumerate(tasks):
+        expected = single(models[names[t]], x[j:j + 1])[0]
+        assert scores[j].shape == expected.shape
+        torch.testing.assert_close(scores[j], expected, atol=1e-5,
+                                   rtol=1e-5)
+    # A sample alone gives what it gave in the mixed batch.
+    torch.testing.assert_close(server(x[2:3], [2])[0], scores[2],
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_tasks_that_change_the_backbone_are_refused(models):
+    base = models['deep4']
+    bias = task_model(dict(num_tokens=2, deep=True), 3, base,
+                      trainable=[r'(^|\.)bias$'])
+    with pytest.raises(ValueError, match='tunes backbone tensors'):
+        MultiTaskClassifier(dict(deep4=base, bias=bias))
+    other = task_model(dict(num_tokens=2, deep=True), 3, seed=9)
+    with pytest.raises(ValueError, match='another frozen backbone'):
+        MultiTaskClassifier(dict(deep4=base, other=other))
+    server = MultiTaskClassifier(dict(deep4=base))
+    with pytest.raises(ValueError, match='task indices must be in 0..0'):
+        server(torch.randn(1, 3, 32, 32), [1])
+
+
+def test_deep_tasks_run_fused(models, monkeypatch):
+    """A batch of VPT-Deep tasks only: every layer in the fused form."""
+    from vpt_mm.apis import multitask
+    calls = []
+    real = multitask.fused_layer_forward
+    monkeypatch.setattr(multitask, 'fused_layer_forward',
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    server = MultiTaskClassifier(dict(deep4=models['deep4'],
+                                      deep1=models['deep1']))
+    x = torch.randn(4, 3, 32, 32)
+    scores = server(x, [0, 1, 1, 0])
+    assert len(calls) == 4  # every layer
+    for j, name in enumerate(['deep4', 'deep1', 'deep1', 'deep4']):
+        torch.testing.assert_close(scores[j],
+                                   single(models[name], x[j:j + 1])[0],
+                                   atol=1e-5, rtol=1e-5)

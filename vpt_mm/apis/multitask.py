@@ -1,0 +1,254 @@
+"""One frozen backbone, many tasks in one batch.
+
+Every task of the paper's setting is the same frozen backbone plus its own
+prompts and head. :class:`MultiTaskClassifier` keeps one backbone in memory
+and the prompt modules and heads of any number of tasks (different prompt
+lengths, depths and class counts), and classifies a batch whose samples
+belong to different tasks in one forward pass:
+
+- every sample's sequence holds room for the longest prompt set of the
+  batch; a sample's unused prompt positions are masked out of every
+  attention (as keys), so each sample attends to exactly its own task's
+  prompts, and the outputs equal those of its task's own model up to float
+  rounding;
+- a task's prompts enter at its own layers (VPT-Shallow, VPT-Deep, layer
+  ranges) and flow on after its last prompted layer, as in
+  :class:`~vpt_mm.backbones.PromptedViT`;
+- where every task of the batch replaces its prompts at a layer and never
+  reads their outputs (VPT-Deep), the layer runs in the fused form: the
+  image tokens attend over the prompts' keys/values, gathered per sample,
+  and no prompt query, projection or MLP is computed;
+- each sample's features then go through its task's head.
+
+Tasks whose tuned tensors change the backbone itself (Bias, VPT+Bias,
+Partial, Adapter, Full) cannot share it and are refused; so are prompt
+locations other than ``'prepend'`` (pixel-space prompts change the image,
+not the sequence).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..checkpoints import frozen_fingerprint, tuned_state_dict
+from ..prompts import VisualPrompt
+from ..prompts.fused import fused_layer_forward, prompt_kv
+
+__all__ = ['MultiTaskClassifier', 'masked_layer_forward']
+
+
+def masked_layer_forward(layer: nn.Module, x: torch.Tensor,
+                         keep: torch.Tensor) -> torch.Tensor:
+    """An mmpretrain ``TransformerEncoderLayer`` whose attention ignores the
+    keys at ``keep == False``.
+
+    Args:
+        layer (nn.Module): The layer (``ln1``, ``attn.qkv``, ``attn.proj``,
+            ``ffn``, ``ln2``).
+        x (torch.Tensor): (B, L, d) tokens.
+        keep (torch.Tensor): (B, L) bool, the keys each sample attends to.
+
+    Returns:
+        torch.Tensor: (B, L, d).
+    """
+    attn = layer.attn
+    B, L, C = x.shape
+    qkv = attn.qkv(layer.ln1(x)).reshape(B, L, 3, attn.num_heads,
+                                         attn.head_dims).permute(2, 0, 3, 1,
+                                                                 4)
+    out = F.scaled_dot_product_attention(
+        qkv[0], qkv[1], qkv[2], attn_mask=keep[:, None, None, :])
+    out = out.transpose(1, 2).reshape(B, L, attn.embed_dims)
+    x = x + attn.out_drop(attn.gamma1(attn.proj_drop(attn.proj(out))))
+    return layer.ffn(layer.ln2(x), identity=x)
+
+
+def _fusable(prompt: VisualPrompt, num_layers: int) -> set:
+    """Layers where ``prompt`` is replaced at the input and its outputs are
+    never read (every prompted layer but the last, unless that is the
+    network's last)."""
+    ids = prompt.layer_ids
+    return {i for i in ids if i != ids[-1] or i == num_layers - 1}
+
+
+class MultiTaskClassifier(nn.Module):
+    """A frozen prompted ViT shared by several tasks' prompts and heads.
+
+    Args:
+        models (dict): Task name -> a single-task mmpretrain
+            ``ImageClassifier`` with a ``PromptedViT`` backbone, loaded and
+            verified (e.g. by :func:`~vpt_mm.apis.load_task_model`). Their
+            frozen backbones must be the same (equal fingerprints); the first
+            one is kept, the others' backbones are dropped.
+
+    Raises:
+        ValueError: For a task that tunes more than prompts and head, a
+            prompt location other than ``'prepend'``, a backbone other than
+            the first task's, or an unsupported backbone or output type.
+    """
+
+    def __init__(self, models: Dict[str, nn.Module]) -> None:
+        super().__init__()
+        from ..backbones import PromptedViT
+        if not models:
+            raise ValueError('MultiTaskClassifier needs at least one task')
+        names = list(models)
+        first = models[names[0]]
+        fingerprint = frozen_fingerprint(first)
+        for name, model in models.items():
+            backbone = model.backbone
+            if not isinstance(backbone, PromptedViT):
+                raise ValueError(
+                    f'Task {name!r}: multi-task batches need a PromptedViT '
+                    f'backbone, got {type(backbone).__name__}')
+            if backbone.out_type != 'cls_token':
+                raise ValueError(
+                    f'Task {name!r}: out_type {backbone.out_type!r}; '
+                    "multi-task batches read the final [CLS] ('cls_token')")
+            changed = [k for k in tuned_state_dict(backbone)
+                       if not k.startswith('prompt.')]
+            if changed:
+                raise ValueError(
+                    f'Task {name!r} tunes backbone tensors ({changed[:3]}'
+                    f'{"..." if len(changed) > 3 else ""}): its backbone is '
+                    'not the shared frozen one, so it cannot share a batch '
+                    '(serve Bias, VPT+Bias, Partial, Adapter and Full tasks '
+                    'with a model of their own)')
+            if backbone.prompt.location != 'prepend':
+                raise ValueError(
+                    f'Task {name!r}: prompt location '
+                    f'{backbone.prompt.location!r}; multi-task batches take '
+                    "'prepend' prompts")
+            if frozen_fingerprint(model) != fingerprint:
+                raise ValueError(
+                    f'Task {name!r} was loaded on another frozen backbone '
+                    f'than {names[0]!r} (fingerprints differ): tasks share a '
+                    'batch only on the same backbone')
+        self.backbone = first.backbone
+        self.data_preprocessor = first.data_preprocessor
+        self.task_names: List[str] = names
+        self.prompts = nn.ModuleList(models[n].backbone.prompt
+                                     for n in names)
+        self.necks = nn.ModuleList(
+            models[n].neck if getattr(models[n], 'neck', None) is not None
+            else nn.Identity() for n in names)
+        self.heads = nn.ModuleList(models[n].head for n in names)
+        self._fusable = [
+            _fusable(p, self.backbone.num_layers) for p in self.prompts
+        ]
+        self.eval()
+
+    def task_index(self, name: str) -> int:
+        """The index of a task, as :meth:`forward` takes it."""
+        if name not in self.task_names:
+            raise KeyError(f'Unknown task {name!r}; loaded: '
+                           f'{self.task_names}')
+        return self.task_names.index(name)
+
+    @torch.no_grad()
+    def extract_feat(self, inputs: torch.Tensor,
+                     tasks: torch.Tensor) -> torch.Tensor:
+        """Final [CLS] features of a mixed batch.
+
+        Args:
+            inputs (torch.Tensor): (B, C, H, W) preprocessed images.
+            tasks (torch.Tensor): (B,) task index of each sample.
+
+        Returns:
+            torch.Tensor: (B, d).
+        """
+        vit = self.backbone
+        B = inputs.shape[0]
+        x, hw = vit.patch_embed(inputs)
+        if vit.cls_token is not None:
+            x = torch.cat((vit.cls_token.expand(B, -1, -1), x), dim=1)
+        from mmpretrain.models.utils import resize_pos_embed
+        x = x + resize_pos_embed(vit.pos_embed, vit.patch_resolution, hw,
+                                 mode=vit.interpolate_mode,
+                                 num_extra_tokens=vit.num_extra_tokens)
+        x = vit.pre_norm(vit.drop_after_pos(x))
+        n = vit.num_extra_tokens
+        present = sorted(set(tasks.tolist()))
+        masks = {t: tasks == t for t in present}
+        width = max(self.prompts[t].num_tokens for t in present)
+        slots = x.new_zeros(B, width, x.shape[-1])
+        valid = torch.zeros(B, width, dtype=torch.bool, device=x.device)
+        keep_extra = torch.ones(B, n, dtype=torch.bool, device=x.device)
+        keep_patches = torch.ones(B, x.shape[1] - n, dtype=torch.bool,
+                                  device=x.device)
+        for i, layer in enumerate(vit.layers):
+            entering = [t for t in present
+                        if i in self.prompts[t]._index]
+            for t in entering:
+                prompt = self.prompts[t]
+                p = prompt.num_tokens
+                tokens = prompt.layer_prompts(i, 1).to(x.dtype)
+                slots[masks[t], :p] = tokens[0]
+                valid[masks[t], :p] = True
+            fused = all(i in self._fusable[t] for t in present)
+            if fused:
+                kv = self._batch_prompt_kv(layer, i, present, masks, width,
+                                           x)
+                keep = torch.cat([valid, keep_extra, keep_patches], dim=1)
+                x = fused_layer_forward(layer, x, kv, key_mask=keep)
+            else:
+                seq = torch.cat([x[:, :n], slots, x[:, n:]], dim=1)
+                keep = torch.cat([keep_extra, valid, keep_patches], dim=1)
+                seq = masked_layer_forward(layer, seq, keep)
+                x = torch.cat([seq[:, :n], seq[:, n + width:]], dim=1)
+                slots = seq[:, n:n + width]
+            if i == len(vit.layers) - 1 and vit.final_norm:
+                x = vit.ln1(x)
+        return x[:, 0]
+
+    def _batch_prompt_kv(self, layer: nn.Module, i: int, present: List[int],
+                         masks: Dict[int, torch.Tensor], width: int,
+                         x: torch.Tensor) -> Tuple[torch.Tensor,
+                                                   torch.Tensor]:
+        """Each sample's prompt keys/values at layer ``i``, padded to
+        ``width``: (B, heads, width, head_dims) each."""
+        attn = layer.attn
+        B = x.shape[0]
+        k = x.new_zeros(B, attn.num_heads, width, attn.head_dims)
+        v = torch.zeros_like(k)
+        for t in present:
+            prompt = self.prompts[t]
+            pk, pv = prompt_kv(layer, prompt.layer_prompts(i, 1).to(x.dtype))
+            k[masks[t], :, :prompt.num_tokens] = pk[0]
+            v[masks[t], :, :prompt.num_tokens] = pv[0]
+        return k, v
+
+    @torch.no_grad()
+    def forward(self, inputs: torch.Tensor,
+                tasks: Sequence[int]) -> List[torch.Tensor]:
+        """Class probabilities of a mixed batch.
+
+        Args:
+            inputs (torch.Tensor): (B, C, H, W) preprocessed images.
+            tasks (Sequence[int]): Task index of each sample
+                (:meth:`task_index`).
+
+        Returns:
+            list[torch.Tensor]: Per sample, the (num_classes,) softmax
+            scores of its task's head.
+        """
+        tasks = torch.as_tensor(list(tasks), device=inputs.device)
+        if tasks.shape != (inputs.shape[0], ):
+            raise ValueError(f'{inputs.shape[0]} images but '
+                             f'{tasks.numel()} task indices')
+        if len(tasks) and (tasks.min() < 0
+                           or tasks.max() >= len(self.task_names)):
+            raise ValueError(f'task indices must be in 0..'
+                             f'{len(self.task_names) - 1}')
+        feats = self.extract_feat(inputs, tasks)
+        scores: List[Optional[torch.Tensor]] = [None] * len(tasks)
+        for t in sorted(set(tasks.tolist())):
+            idx = (tasks == t).nonzero().flatten()
+            feat = self.necks[t]((feats[idx], ))
+            logits = self.heads[t](feat)
+            for j, row in zip(idx.tolist(), logits.softmax(-1)):
+                scores[j] = row
+        return scores
