@@ -1,0 +1,83 @@
+"""Classify images with tuned tasks on one frozen backbone.
+
+Each --task is NAME=FILE: a benchmark task name (its class count from the
+task table) or any name (the class count from the file's head), and its
+tuned-only .safetensors file (or a training .pth of exactly this config);
+NAME=FILE1,FILE2,... averages the probabilities of several prompt sets of
+one task (a prompt ensemble, e.g. several seeds). The config decides the
+backbone; each file decides its prompt length and layers. Prompted-ViT
+tasks share one backbone and one forward pass per batch.
+
+Example:
+    python tools/infer.py configs/vtab/vpt_deep_vit-b.py images/ \
+        --task dmlab=dmlab.safetensors --task eurosat=s0.st,s1.st,s2.st \
+        --out preds.json
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+from vpt_mm.apis import VPTInferencer, parse_task_args
+from vpt_mm.runner import config_from_file
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def list_images(paths):
+    """Image files of the arguments: files as given, folders searched
+    recursively (sorted)."""
+    images = []
+    for path in paths:
+        if osp.isdir(path):
+            found = sorted(
+                p for p in glob.glob(osp.join(path, '**', '*'),
+                                     recursive=True)
+                if p.lower().endswith(IMAGE_SUFFIXES))
+            if not found:
+                raise SystemExit(f'{path} holds no image file')
+            images += found
+        elif osp.isfile(path):
+            images.append(path)
+        else:
+            raise SystemExit(f'{path} does not exist')
+    return images
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config')
+    parser.add_argument('inputs', nargs='+', help='image files or folders')
+    parser.add_argument('--task', action='append', required=True,
+                        metavar='NAME=FILE[,FILE...]')
+    parser.add_argument('--out', help='write the predictions to this json')
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    parser.add_argument('--allow-other-backbone', action='store_true')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    args = parser.parse_args()
+    images = list_images(args.inputs)
+    tasks = parse_task_args(args.task)
+    cfg = config_from_file(args.config, args.cfg_options)
+    inferencer = VPTInferencer(cfg, tasks, args.device,
+                               args.allow_other_backbone)
+    results = inferencer(images, args.batch_size)
+    preds = dict(zip(images, results))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(preds, f, indent=1)
+    for image, row in preds.items():
+        shown = ', '.join(
+            f'{t}: {r["pred_class"]} ({max(r["pred_scores"]):.2f})'
+            for t, r in row.items())
+        print(f'{image}: {shown}')
+    if args.out:
+        print(f'Wrote {len(preds)} predictions to {args.out}',
+              file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()
