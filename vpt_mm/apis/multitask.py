@@ -172,32 +172,48 @@ class MultiTaskClassifier(nn.Module):
         x = vit.pre_norm(vit.drop_after_pos(x))
         n = vit.num_extra_tokens
         present = sorted(set(tasks.tolist()))
-        masks = {t: tasks == t for t in present}
         width = max(self.prompts[t].num_tokens for t in present)
-        slots = x.new_zeros(B, width, x.shape[-1])
+        B, d = x.shape[0], x.shape[-1]
+        slots = x.new_zeros(B, width, d)
         valid = torch.zeros(B, width, dtype=torch.bool, device=x.device)
-        keep_extra = torch.ones(B, n, dtype=torch.bool, device=x.device)
-        keep_patches = torch.ones(B, x.shape[1] - n, dtype=torch.bool,
-                                  device=x.device)
+        ones = torch.ones(B, x.shape[1], dtype=torch.bool, device=x.device)
+        lengths = torch.zeros(len(self.prompts), width, dtype=torch.bool,
+                              device=x.device)
+        for t in present:
+            lengths[t, :self.prompts[t].num_tokens] = True
         for i, layer in enumerate(vit.layers):
-            entering = [t for t in present
-                        if i in self.prompts[t]._index]
-            for t in entering:
-                prompt = self.prompts[t]
-                p = prompt.num_tokens
-                tokens = prompt.layer_prompts(i, 1).to(x.dtype)
-                slots[masks[t], :p] = tokens[0]
-                valid[masks[t], :p] = True
-            fused = all(i in self._fusable[t] for t in present)
-            if fused:
-                kv = self._batch_prompt_kv(layer, i, present, masks, width,
+            entering = [t for t in present if i in self.prompts[t]._index]
+            if entering:
+                # One gather per layer: the entering tasks' prompts, padded.
+                table = x.new_zeros(len(self.prompts), width, d)
+                enters = torch.zeros(len(self.prompts), dtype=torch.bool,
+                                     device=x.device)
+                for t in entering:
+                    p = self.prompts[t].num_tokens
+                    table[t, :p] = self.prompts[t].layer_prompts(i, 1)[0]
+                    enters[t] = True
+                rows = enters[tasks]
+                slots = torch.where(rows[:, None, None], table[tasks], slots)
+                valid = valid | (lengths[tasks] & rows[:, None])
+            # No mask where every sample uses every prompt position (the
+            # faster attention kernels, bit for bit the single-task form).
+            mask_needed = not bool(valid.all())
+            if all(i in self._fusable[t] for t in present):
+                kv = self._batch_prompt_kv(layer, i, present, tasks, width,
                                            x)
-                keep = torch.cat([valid, keep_extra, keep_patches], dim=1)
+                keep = torch.cat([valid, ones], dim=1) if mask_needed \
+                    else None
                 x = fused_layer_forward(layer, x, kv, key_mask=keep)
+            elif not bool(valid.any()):  # no prompt has entered yet
+                x = layer(x)
             else:
                 seq = torch.cat([x[:, :n], slots, x[:, n:]], dim=1)
-                keep = torch.cat([keep_extra, valid, keep_patches], dim=1)
-                seq = masked_layer_forward(layer, seq, keep)
+                if mask_needed:
+                    keep = torch.cat([ones[:, :n], valid, ones[:, n:]],
+                                     dim=1)
+                    seq = masked_layer_forward(layer, seq, keep)
+                else:
+                    seq = layer(seq)
                 x = torch.cat([seq[:, :n], seq[:, n + width:]], dim=1)
                 slots = seq[:, n:n + width]
             if i == len(vit.layers) - 1 and vit.final_norm:
@@ -205,21 +221,24 @@ class MultiTaskClassifier(nn.Module):
         return x[:, 0]
 
     def _batch_prompt_kv(self, layer: nn.Module, i: int, present: List[int],
-                         masks: Dict[int, torch.Tensor], width: int,
+                         tasks: torch.Tensor, width: int,
                          x: torch.Tensor) -> Tuple[torch.Tensor,
                                                    torch.Tensor]:
         """Each sample's prompt keys/values at layer ``i``, padded to
-        ``width``: (B, heads, width, head_dims) each."""
+        ``width``: (B, heads, width, head_dims) each, or (1, ...) when the
+        batch holds one task."""
         attn = layer.attn
-        B = x.shape[0]
-        k = x.new_zeros(B, attn.num_heads, width, attn.head_dims)
-        v = torch.zeros_like(k)
+        if len(present) == 1:
+            prompt = self.prompts[present[0]]
+            return prompt_kv(layer, prompt.layer_prompts(i, 1).to(x.dtype))
+        shape = (len(self.prompts), attn.num_heads, width, attn.head_dims)
+        k, v = x.new_zeros(shape), x.new_zeros(shape)
         for t in present:
             prompt = self.prompts[t]
             pk, pv = prompt_kv(layer, prompt.layer_prompts(i, 1).to(x.dtype))
-            k[masks[t], :, :prompt.num_tokens] = pk[0]
-            v[masks[t], :, :prompt.num_tokens] = pv[0]
-        return k, v
+            k[t, :, :prompt.num_tokens] = pk[0]
+            v[t, :, :prompt.num_tokens] = pv[0]
+        return k[tasks], v[tasks]
 
     @torch.no_grad()
     def forward(self, inputs: torch.Tensor,
