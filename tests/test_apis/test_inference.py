@@ -105,3 +105,29 @@ def test_task_arguments(setup, tmp_path):
         parse_task_args([f'a={files["deep8"]}', f'a={files["deep3"]}'])
     with pytest.raises(FileNotFoundError, match='does not exist'):
         parse_task_args([f'a={tmp_path}/missing.safetensors'])
+
+
+def test_tasks_that_tune_the_backbone_run_alone(setup, tmp_path):
+    """A Bias config: its tasks cannot share the frozen backbone, so each
+    runs on a model of its own, with the same results as that model."""
+    cfg_path, _, images = setup
+    cfg = config_from_file(cfg_path)
+    cfg.model.backbone.trainable = [r'(^|\.)bias$']
+    paths = []
+    for seed in (0, 1):
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.normal_(0, 0.1)
+        paths.append(str(tmp_path / f'bias{seed}.safetensors'))
+        save_tuned(model, paths[-1], CLASSES)
+    inferencer = VPTInferencer(cfg, dict(a=paths[0], b=paths[1]))
+    assert inferencer.server is None and sorted(inferencer.alone) == [
+        'a', 'b']
+    probs = inferencer.probabilities(images)
+    for name, path in zip('ab', paths):
+        torch.testing.assert_close(probs[name], reference(cfg, path, images),
+                                   atol=1e-6, rtol=1e-6)
