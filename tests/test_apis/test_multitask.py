@@ -101,3 +101,38 @@ def test_deep_tasks_run_fused(models, monkeypatch):
         torch.testing.assert_close(scores[j],
                                    single(models[name], x[j:j + 1])[0],
                                    atol=1e-5, rtol=1e-5)
+
+
+def convnet_task(p, classes, seed, frozen_from=None):
+    torch.manual_seed(seed)
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='PromptedResNet', depth=18, img_size=32,
+                      prompt_cfg=dict(num_tokens=p)),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=classes,
+                  in_channels=512, loss=dict(type='CrossEntropyLoss'))))
+    if frozen_from is not None:
+        frozen = {k: v for k, v in frozen_from.backbone.state_dict().items()
+                  if not k.startswith('prompt.')}
+        model.backbone.load_state_dict(frozen, strict=False)
+    with torch.no_grad():  # trained-looking frames
+        for param in model.backbone.prompt.parameters():
+            param.normal_()
+    return model.eval()
+
+
+def test_convnet_tasks_in_one_batch():
+    """Pixel-frame tasks of one ResNet: each sample framed by its own task;
+    frames of one width share a pass (the frame widens the input)."""
+    a = convnet_task(2, 3, 0)
+    b = convnet_task(2, 4, 1, a)
+    c = convnet_task(4, 2, 2, a)
+    server = MultiTaskClassifier(dict(a=a, b=b, c=c))
+    x = torch.randn(6, 3, 32, 32)
+    tasks = [0, 1, 2, 2, 1, 0]
+    scores = server(x, tasks)
+    for j, t in enumerate(tasks):
+        model = (a, b, c)[t]
+        torch.testing.assert_close(scores[j], single(model, x[j:j + 1])[0],
+                                   atol=1e-5, rtol=1e-5)

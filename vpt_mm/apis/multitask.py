@@ -20,6 +20,11 @@ belong to different tasks in one forward pass:
   and no prompt query, projection or MLP is computed;
 - each sample's features then go through its task's head.
 
+For the ConvNets (``PromptedConvNeXt``, ``PromptedResNet``) each sample is
+framed by its own task's pixel prompt; the frame widens the input, so tasks
+with frames of one width share a backbone pass, one pass per width.
+Swin tasks are not batched together (each keeps a model of its own).
+
 Tasks whose tuned tensors change the backbone itself (Bias, VPT+Bias,
 Partial, Adapter, Full) cannot share it and are refused; so are prompt
 locations other than ``'prepend'`` (pixel-space prompts change the image,
@@ -75,11 +80,13 @@ def _fusable(prompt: VisualPrompt, num_layers: int) -> set:
 
 
 class MultiTaskClassifier(nn.Module):
-    """A frozen prompted ViT shared by several tasks' prompts and heads.
+    """A frozen prompted ViT (or ConvNet) shared by several tasks' prompts
+    and heads.
 
     Args:
         models (dict): Task name -> a single-task mmpretrain
-            ``ImageClassifier`` with a ``PromptedViT`` backbone, loaded and
+            ``ImageClassifier`` with a ``PromptedViT`` (or
+            ``PromptedConvNeXt`` / ``PromptedResNet``) backbone, loaded and
             verified (e.g. by :func:`~vpt_mm.apis.load_task_model`). Their
             frozen backbones must be the same (equal fingerprints); the first
             one is kept, the others' backbones are dropped.
@@ -92,19 +99,23 @@ class MultiTaskClassifier(nn.Module):
 
     def __init__(self, models: Dict[str, nn.Module]) -> None:
         super().__init__()
-        from ..backbones import PromptedViT
+        from ..backbones import PromptedConvNeXt, PromptedResNet, PromptedViT
         if not models:
             raise ValueError('MultiTaskClassifier needs at least one task')
         names = list(models)
         first = models[names[0]]
         fingerprint = frozen_fingerprint(first)
+        kinds = (PromptedViT, PromptedConvNeXt, PromptedResNet)
         for name, model in models.items():
             backbone = model.backbone
-            if not isinstance(backbone, PromptedViT):
+            if not isinstance(backbone, kinds) or type(backbone) is not type(
+                    first.backbone):
                 raise ValueError(
-                    f'Task {name!r}: multi-task batches need a PromptedViT '
-                    f'backbone, got {type(backbone).__name__}')
-            if backbone.out_type != 'cls_token':
+                    f'Task {name!r}: multi-task batches need a PromptedViT, '
+                    'PromptedConvNeXt or PromptedResNet backbone, the same '
+                    f'for every task; got {type(backbone).__name__}')
+            is_vit = isinstance(backbone, PromptedViT)
+            if is_vit and backbone.out_type != 'cls_token':
                 raise ValueError(
                     f'Task {name!r}: out_type {backbone.out_type!r}; '
                     "multi-task batches read the final [CLS] ('cls_token')")
@@ -117,7 +128,7 @@ class MultiTaskClassifier(nn.Module):
                     'not the shared frozen one, so it cannot share a batch '
                     '(serve Bias, VPT+Bias, Partial, Adapter and Full tasks '
                     'with a model of their own)')
-            if backbone.prompt.location != 'prepend':
+            if is_vit and backbone.prompt.location != 'prepend':
                 raise ValueError(
                     f'Task {name!r}: prompt location '
                     f'{backbone.prompt.location!r}; multi-task batches take '
@@ -136,9 +147,10 @@ class MultiTaskClassifier(nn.Module):
             models[n].neck if getattr(models[n], 'neck', None) is not None
             else nn.Identity() for n in names)
         self.heads = nn.ModuleList(models[n].head for n in names)
+        self.is_vit = isinstance(self.backbone, PromptedViT)
         self._fusable = [
             _fusable(p, self.backbone.num_layers) for p in self.prompts
-        ]
+        ] if self.is_vit else []
         self.eval()
 
     def task_index(self, name: str) -> int:
@@ -150,16 +162,54 @@ class MultiTaskClassifier(nn.Module):
 
     @torch.no_grad()
     def extract_feat(self, inputs: torch.Tensor,
-                     tasks: torch.Tensor) -> torch.Tensor:
-        """Final [CLS] features of a mixed batch.
+                     tasks: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """Backbone features of a mixed batch.
 
         Args:
             inputs (torch.Tensor): (B, C, H, W) preprocessed images.
             tasks (torch.Tensor): (B,) task index of each sample.
 
         Returns:
-            torch.Tensor: (B, d).
+            tuple[torch.Tensor]: ViT: the final [CLS], (B, d); ConvNets: the
+            feature maps of ``out_indices``.
         """
+        if not self.is_vit:
+            raise TypeError('ConvNet tasks are scored per frame size by '
+                            'forward(); their feature maps differ in size')
+        return (self._vit_feat(inputs, tasks), )
+
+    def _plain_forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The ConvNet's own (mmpretrain) forward, without a frame."""
+        for cls in type(self.backbone).__mro__:
+            if cls.__module__.startswith('mmpretrain.'):
+                return cls.forward(self.backbone, x)
+        raise TypeError(f'{type(self.backbone).__name__} has no mmpretrain '
+                        'parent')
+
+    def _convnet_logits(self, inputs: torch.Tensor, tasks: torch.Tensor,
+                        present: List[int]) -> Dict[int, torch.Tensor]:
+        """Per task, the logits of its samples: each sample framed by its
+        task's pixel prompt; tasks with frames of one width share a
+        backbone pass (the frame widens the input)."""
+        groups: Dict[int, List[int]] = {}
+        for t in present:
+            groups.setdefault(self.prompts[t].num_tokens, []).append(t)
+        logits = {}
+        for group in groups.values():
+            rows = [(tasks == t).nonzero().flatten() for t in group]
+            framed = torch.cat([self.prompts[t](inputs[r])
+                                for t, r in zip(group, rows)])
+            feats = self._plain_forward(framed)
+            start = 0
+            for t, r in zip(group, rows):
+                part = tuple(f[start:start + len(r)] for f in feats)
+                logits[t] = self.heads[t](self.necks[t](part))
+                start += len(r)
+        return logits
+
+    def _vit_feat(self, inputs: torch.Tensor,
+                  tasks: torch.Tensor) -> torch.Tensor:
+        """Final [CLS] features of a mixed batch through the prompted ViT."""
         vit = self.backbone
         B = inputs.shape[0]
         x, hw = vit.patch_embed(inputs)
@@ -262,12 +312,20 @@ class MultiTaskClassifier(nn.Module):
                            or tasks.max() >= len(self.task_names)):
             raise ValueError(f'task indices must be in 0..'
                              f'{len(self.task_names) - 1}')
-        feats = self.extract_feat(inputs, tasks)
+        present = sorted(set(tasks.tolist()))
+        if self.is_vit:
+            feats = self.extract_feat(inputs, tasks)
+            logits_of = {
+                t: self.heads[t](self.necks[t](tuple(
+                    f[tasks == t] for f in feats)))
+                for t in present
+            }
+        else:
+            logits_of = self._convnet_logits(inputs, tasks, present)
         scores: List[Optional[torch.Tensor]] = [None] * len(tasks)
-        for t in sorted(set(tasks.tolist())):
+        for t in present:
             idx = (tasks == t).nonzero().flatten()
-            feat = self.necks[t]((feats[idx], ))
-            logits = self.heads[t](feat)
+            logits = logits_of[t]
             for j, row in zip(idx.tolist(), logits.softmax(-1)):
                 scores[j] = row
         return scores
