@@ -62,3 +62,14 @@ def test_infer_tool(bench, tmp_path):  # noqa: F811
                configs['vtab'], a, b, '--task', 'dmlab'])
     assert 'dmlab: 6 test images, 2 prompt sets' in log
     assert 'ensemble (mean probs)' in log
+
+
+def test_benchmark_multitask_runs(tmp_path):
+    from tests.test_tools.test_train import write_config
+    cfg = write_config(tmp_path, epochs=1)
+    log = run([sys.executable, 'tools/analysis_tools/benchmark_multitask.py',
+               cfg, '--batch-size', '8', '--tasks', '1', '3', '--repeats',
+               '1'])
+    assert 'one task, its own model (fused)' in log
+    assert '3 task(s) mixed in the batch' in log
+    assert '(1.00x its tuned tensors)' in log
