@@ -5,8 +5,9 @@ task table) or any name (the class count from the file's head), and its
 tuned-only .safetensors file (or a training .pth of exactly this config);
 NAME=FILE1,FILE2,... averages the probabilities of several prompt sets of
 one task (a prompt ensemble, e.g. several seeds). The config decides the
-backbone; each file decides its prompt length and layers. Prompted-ViT
-tasks share one backbone and one forward pass per batch.
+backbone; each file decides its prompt length and layers. Tasks of the
+prompted backbones (ViT, Swin, ConvNets) share one backbone and one forward
+pass per batch.
 
 Example:
     python tools/infer.py configs/vtab/vpt_deep_vit-b.py images/ \

@@ -136,3 +136,45 @@ def test_convnet_tasks_in_one_batch():
         model = (a, b, c)[t]
         torch.testing.assert_close(scores[j], single(model, x[j:j + 1])[0],
                                    atol=1e-5, rtol=1e-5)
+
+
+SWIN = dict(embed_dims=16, depths=[2, 2], num_heads=[2, 4])
+
+
+def swin_task(prompt_cfg, classes, seed, frozen_from=None, **kw):
+    torch.manual_seed(seed)
+    out_type = kw.pop('out_type', 'avg_all')
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='PromptedSwin', arch=SWIN, img_size=56,
+                      window_size=7, out_indices=(1, ), out_type=out_type,
+                      prompt_cfg=prompt_cfg, **kw),
+        neck=None if out_type == 'avg_all' else dict(
+            type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=classes,
+                  in_channels=32, loss=dict(type='CrossEntropyLoss'))))
+    if frozen_from is not None:
+        frozen = {k: v for k, v in frozen_from.backbone.state_dict().items()
+                  if not k.startswith('prompt.')}
+        model.backbone.load_state_dict(frozen, strict=False)
+    return model.eval()
+
+
+@pytest.mark.parametrize('out_type, merging', [('avg_all', 'carry'),
+                                               ('featmap', 'carry'),
+                                               ('avg_all', 'drop')])
+def test_swin_tasks_in_one_batch(out_type, merging):
+    """Swin prompts of several lengths and depths in one batch: each
+    sample's prompts join its own windows, the padding is masked."""
+    kw = dict(out_type=out_type, prompt_merging=merging)
+    a = swin_task(dict(num_tokens=3, deep=True), 3, 0, **kw)
+    b = swin_task(dict(num_tokens=5, deep=False), 4, 1, a, **kw)
+    c = swin_task(dict(num_tokens=2, layers=(2, 3)), 2, 2, a, **kw)
+    server = MultiTaskClassifier(dict(a=a, b=b, c=c))
+    x = torch.randn(5, 3, 56, 56)
+    tasks = [0, 1, 2, 1, 0]
+    scores = server(x, tasks)
+    for j, t in enumerate(tasks):
+        torch.testing.assert_close(scores[j],
+                                   single((a, b, c)[t], x[j:j + 1])[0],
+                                   atol=1e-5, rtol=1e-5)

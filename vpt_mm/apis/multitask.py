@@ -20,10 +20,13 @@ belong to different tasks in one forward pass:
   and no prompt query, projection or MLP is computed;
 - each sample's features then go through its task's head.
 
-For the ConvNets (``PromptedConvNeXt``, ``PromptedResNet``) each sample is
-framed by its own task's pixel prompt; the frame widens the input, so tasks
-with frames of one width share a backbone pass, one pass per width.
-Swin tasks are not batched together (each keeps a model of its own).
+For ``PromptedSwin`` each sample's prompts (padded to the longest set, the
+padding masked as keys) join every window of that sample, flow through the
+patch mergings (``prompt_merging='carry'``) or are dropped there, and enter
+``avg_all`` pooling as that sample's own prompts. For the ConvNets
+(``PromptedConvNeXt``, ``PromptedResNet``) each sample is framed by its own
+task's pixel prompt; the frame widens the input, so tasks with frames of
+one width share a backbone pass, one pass per width.
 
 Tasks whose tuned tensors change the backbone itself (Bias, VPT+Bias,
 Partial, Adapter, Full) cannot share it and are refused; so are prompt
@@ -80,13 +83,13 @@ def _fusable(prompt: VisualPrompt, num_layers: int) -> set:
 
 
 class MultiTaskClassifier(nn.Module):
-    """A frozen prompted ViT (or ConvNet) shared by several tasks' prompts
-    and heads.
+    """A frozen prompted ViT, Swin or ConvNet shared by several tasks'
+    prompts and heads.
 
     Args:
         models (dict): Task name -> a single-task mmpretrain
-            ``ImageClassifier`` with a ``PromptedViT`` (or
-            ``PromptedConvNeXt`` / ``PromptedResNet``) backbone, loaded and
+            ``ImageClassifier`` with a ``PromptedViT``, ``PromptedSwin``,
+            ``PromptedConvNeXt`` or ``PromptedResNet`` backbone, loaded and
             verified (e.g. by :func:`~vpt_mm.apis.load_task_model`). Their
             frozen backbones must be the same (equal fingerprints); the first
             one is kept, the others' backbones are dropped.
@@ -99,21 +102,28 @@ class MultiTaskClassifier(nn.Module):
 
     def __init__(self, models: Dict[str, nn.Module]) -> None:
         super().__init__()
-        from ..backbones import PromptedConvNeXt, PromptedResNet, PromptedViT
+        from ..backbones import (
+            PromptedConvNeXt,
+            PromptedResNet,
+            PromptedSwin,
+            PromptedViT,
+        )
         if not models:
             raise ValueError('MultiTaskClassifier needs at least one task')
         names = list(models)
         first = models[names[0]]
         fingerprint = frozen_fingerprint(first)
-        kinds = (PromptedViT, PromptedConvNeXt, PromptedResNet)
+        kinds = (PromptedViT, PromptedSwin, PromptedConvNeXt,
+                 PromptedResNet)
         for name, model in models.items():
             backbone = model.backbone
             if not isinstance(backbone, kinds) or type(backbone) is not type(
                     first.backbone):
                 raise ValueError(
                     f'Task {name!r}: multi-task batches need a PromptedViT, '
-                    'PromptedConvNeXt or PromptedResNet backbone, the same '
-                    f'for every task; got {type(backbone).__name__}')
+                    'PromptedSwin, PromptedConvNeXt or PromptedResNet '
+                    'backbone, the same for every task; got '
+                    f'{type(backbone).__name__}')
             is_vit = isinstance(backbone, PromptedViT)
             if is_vit and backbone.out_type != 'cls_token':
                 raise ValueError(
@@ -148,6 +158,7 @@ class MultiTaskClassifier(nn.Module):
             else nn.Identity() for n in names)
         self.heads = nn.ModuleList(models[n].head for n in names)
         self.is_vit = isinstance(self.backbone, PromptedViT)
+        self.is_swin = isinstance(self.backbone, PromptedSwin)
         self._fusable = [
             _fusable(p, self.backbone.num_layers) for p in self.prompts
         ] if self.is_vit else []
@@ -173,10 +184,94 @@ class MultiTaskClassifier(nn.Module):
             tuple[torch.Tensor]: ViT: the final [CLS], (B, d); ConvNets: the
             feature maps of ``out_indices``.
         """
+        if self.is_swin:
+            return self._swin_feat(inputs, tasks)
         if not self.is_vit:
             raise TypeError('ConvNet tasks are scored per frame size by '
                             'forward(); their feature maps differ in size')
         return (self._vit_feat(inputs, tasks), )
+
+    def _swin_feat(self, inputs: torch.Tensor,
+                   tasks: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The ``out_indices`` outputs of a mixed batch through the prompted
+        Swin: each sample's prompts (padded to the longest set, the padding
+        masked) join every window of that sample."""
+        from mmpretrain.models.utils import resize_pos_embed
+
+        from ..backbones.swin import merge_prompts, prompted_swin_block
+        swin = self.backbone
+        B = inputs.shape[0]
+        x, hw = swin.patch_embed(inputs)
+        if swin.use_abs_pos_embed:
+            x = x + resize_pos_embed(swin.absolute_pos_embed,
+                                     swin.patch_resolution, hw,
+                                     swin.interpolate_mode,
+                                     swin.num_extra_tokens)
+        x = swin.drop_after_pos(x)
+        present = sorted(set(tasks.tolist()))
+        stage_prompts = [
+            {t: self.prompts[t][str(i)] for t in present
+             if str(i) in self.prompts[t]} for i in range(len(swin.stages))
+        ]
+        width = max(p.num_tokens for stage in stage_prompts
+                    for p in stage.values())
+        valid = torch.zeros(B, width, dtype=torch.bool, device=x.device)
+        slots = None
+        outs = []
+        for i, stage in enumerate(swin.stages):
+            for j, block in enumerate(stage.blocks):
+                entering = {t: p for t, p in stage_prompts[i].items()
+                            if j in p.layer_ids}
+                if entering:
+                    if slots is None:
+                        slots = x.new_zeros(B, width, x.shape[-1])
+                    for t, prompt in entering.items():
+                        rows = tasks == t
+                        slots[rows, :prompt.num_tokens] = prompt.layer_prompts(
+                            j, 1)[0].to(x.dtype)
+                        valid[rows, :prompt.num_tokens] = True
+                if slots is None or not bool(valid.any()):
+                    x = block(x, hw)
+                else:
+                    keep = None if bool(valid.all()) else valid
+                    x, slots = prompted_swin_block(block, x, hw, slots, keep)
+            merge = stage.downsample is not None
+            if merge and swin.out_after_downsample:
+                x, hw, slots, valid = self._swin_merge(stage, x, hw, slots,
+                                                       valid, merge_prompts)
+            if i in swin.out_indices:
+                outs.append(self._swin_output(i, x, hw, slots, valid))
+            if merge and not swin.out_after_downsample:
+                x, hw, slots, valid = self._swin_merge(stage, x, hw, slots,
+                                                       valid, merge_prompts)
+        return tuple(outs)
+
+    def _swin_merge(self, stage, x, hw, slots, valid, merge_prompts):
+        """Patch merging; prompts carried or dropped as the backbone's
+        ``prompt_merging`` says."""
+        if slots is not None:
+            if self.backbone.prompt_merging == 'carry':
+                slots = merge_prompts(stage.downsample, slots)
+            else:
+                slots, valid = None, torch.zeros_like(valid)
+        x, hw = stage.downsample(x, hw)
+        return x, hw, slots, valid
+
+    def _swin_output(self, i, x, hw, slots, valid) -> torch.Tensor:
+        """As ``PromptedSwin._output``, with each sample's own prompts in
+        ``avg_all``."""
+        swin = self.backbone
+        norm = getattr(swin, f'norm{i}')
+        if swin.out_type == 'featmap':
+            return norm(x).view(x.shape[0], *hw, swin.num_features[i]
+                                ).permute(0, 3, 1, 2).contiguous()
+        total = norm(x).sum(dim=1)
+        count = torch.full((x.shape[0], 1), x.shape[1], dtype=x.dtype,
+                           device=x.device)
+        if swin.out_type == 'avg_all' and slots is not None:
+            total = total + (norm(slots) * valid[..., None]).sum(dim=1)
+            count = count + valid.sum(dim=1, keepdim=True)
+        return total / count
 
     def _plain_forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """The ConvNet's own (mmpretrain) forward, without a frame."""
@@ -313,7 +408,7 @@ class MultiTaskClassifier(nn.Module):
             raise ValueError(f'task indices must be in 0..'
                              f'{len(self.task_names) - 1}')
         present = sorted(set(tasks.tolist()))
-        if self.is_vit:
+        if self.is_vit or self.is_swin:
             feats = self.extract_feat(inputs, tasks)
             logits_of = {
                 t: self.heads[t](self.necks[t](tuple(

@@ -51,10 +51,12 @@ def merge_prompts(downsample: nn.Module,
     return downsample.reduction(y)
 
 
-def _window_attention(attn: nn.Module, x: torch.Tensor,
+def _window_attention(attn: nn.Module,
+                      x: torch.Tensor,
                       hw_shape: Sequence[int],
-                      prompts: torch.Tensor) -> Tuple[torch.Tensor,
-                                                      torch.Tensor]:
+                      prompts: torch.Tensor,
+                      prompt_keep: Optional[torch.Tensor] = None
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Shifted-window self-attention with prompts in every window.
 
     Mirrors mmpretrain's ``ShiftWindowMSA`` (padding, cyclic shift, window
@@ -66,6 +68,9 @@ def _window_attention(attn: nn.Module, x: torch.Tensor,
         x (torch.Tensor): (B, H*W, C) normalised image tokens.
         hw_shape (Sequence[int]): (H, W).
         prompts (torch.Tensor): (B, p, C) normalised prompt tokens, p >= 0.
+        prompt_keep (torch.Tensor, optional): (B, p) bool: the prompts each
+            sample attends to (the others are padding of a batch mixing
+            prompt sets of several lengths, :mod:`vpt_mm.apis.multitask`).
 
     Returns:
         tuple[torch.Tensor, torch.Tensor]: The image-token outputs
@@ -113,9 +118,19 @@ def _window_attention(attn: nn.Module, x: torch.Tensor,
         # and are attended by, every token of their window.
         bias = bias.unsqueeze(0) + F.pad(shift_mask, (p, 0, p, 0))[:, None]
         q, k, v = (t.reshape(B, nW, heads, T, -1) for t in (q, k, v))
+    bias = bias.to(q.dtype)
+    if prompt_keep is not None:
+        # Padded prompt positions are never attended to (as keys).
+        keys = F.pad(prompt_keep, (0, N), value=True)
+        off = torch.zeros(keys.shape, dtype=q.dtype, device=q.device)
+        off = off.masked_fill(~keys, float('-inf'))
+        if shift_mask is not None:  # q: (B, nW, heads, T, dh)
+            bias = bias + off[:, None, None, None, :]
+        else:  # q: (B * nW, heads, T, dh)
+            bias = bias + off.repeat_interleave(nW, 0)[:, None, None, :]
     drop = msa.attn_drop.p if msa.training else 0.0
     out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop, scale=msa.scale)
+        q, k, v, attn_mask=bias, dropout_p=drop, scale=msa.scale)
     out = out.reshape(B * nW, heads, T, -1).transpose(1, 2).reshape(
         B * nW, T, C)
     out = msa.proj_drop(msa.proj(out))
@@ -128,9 +143,12 @@ def _window_attention(attn: nn.Module, x: torch.Tensor,
     return x, prompt_out
 
 
-def prompted_swin_block(block: nn.Module, x: torch.Tensor,
-                        hw_shape: Sequence[int], prompts: torch.Tensor) -> \
-        Tuple[torch.Tensor, torch.Tensor]:
+def prompted_swin_block(block: nn.Module,
+                        x: torch.Tensor,
+                        hw_shape: Sequence[int],
+                        prompts: torch.Tensor,
+                        prompt_keep: Optional[torch.Tensor] = None
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Run an mmpretrain ``SwinBlock`` on image tokens plus prompts.
 
     The prompts go through the block like image tokens (norms, FFN,
@@ -142,6 +160,7 @@ def prompted_swin_block(block: nn.Module, x: torch.Tensor,
         x (torch.Tensor): (B, H*W, C) image tokens.
         hw_shape (Sequence[int]): (H, W).
         prompts (torch.Tensor): (B, p, C) prompt tokens.
+        prompt_keep (torch.Tensor, optional): See :func:`_window_attention`.
 
     Returns:
         tuple[torch.Tensor, torch.Tensor]: Image tokens and prompt tokens
@@ -151,7 +170,7 @@ def prompted_swin_block(block: nn.Module, x: torch.Tensor,
     identity = torch.cat([prompts, x], dim=1)
     y = block.norm1(identity)
     x_out, p_out = _window_attention(block.attn, y[:, p:], hw_shape,
-                                     y[:, :p])
+                                     y[:, :p], prompt_keep)
     y = identity + block.attn.drop(torch.cat([p_out, x_out], dim=1))
     y = block.ffn(block.norm2(y), identity=y)
     return y[:, p:], y[:, :p]
