@@ -1,10 +1,15 @@
 """Serving tuned tasks: build a task's model from a config and its tuned
 file, classify images with one or many tasks on one backbone
 (``tools/infer.py``)."""
-from .inference import VPTInferencer, load_task_model, parse_task_args
+from .inference import (
+    VPTInferencer,
+    init_segmentor,
+    load_task_model,
+    parse_task_args,
+)
 from .multitask import MultiTaskClassifier, masked_layer_forward
 
 __all__ = [
-    'MultiTaskClassifier', 'VPTInferencer', 'load_task_model',
-    'masked_layer_forward', 'parse_task_args'
+    'MultiTaskClassifier', 'VPTInferencer', 'init_segmentor',
+    'load_task_model', 'masked_layer_forward', 'parse_task_args'
 ]

@@ -31,7 +31,9 @@ from ..checkpoints import (
 )
 from .multitask import MultiTaskClassifier
 
-__all__ = ['load_task_model', 'VPTInferencer', 'parse_task_args']
+__all__ = [
+    'load_task_model', 'VPTInferencer', 'parse_task_args', 'init_segmentor'
+]
 
 ImageInput = Union[str, np.ndarray]
 
@@ -111,6 +113,37 @@ def load_task_model(cfg: Union[str, Config],
         classes = [str(i) for i in range(num_classes)]
     model.classes = list(classes or [])
     return model.eval()
+
+
+def init_segmentor(config: Union[str, Config],
+                   checkpoint: str,
+                   device: str = 'cpu',
+                   allow_other_backbone: bool = False) -> nn.Module:
+    """mmseg's ``init_model`` for a tuned task: the segmentor of
+    ``config`` with ``checkpoint`` (a tuned-only file on the config's
+    pretrained backbone, or a training checkpoint) loaded strictly and
+    verified, ready for mmseg's ``inference_model(model, img)``.
+
+    Returns:
+        nn.Module: The segmentor in eval mode, with ``cfg`` and
+        ``dataset_meta`` (the config's test dataset's classes and palette),
+        as mmseg's ``init_model`` leaves it.
+    """
+    from mmengine.registry import DATASETS
+
+    from ..runner import config_from_file
+    cfg = config_from_file(config) if isinstance(config, str) else config
+    model = load_task_model(cfg, checkpoint,
+                            allow_other_backbone=allow_other_backbone)
+    model.cfg = cfg
+    dataset = (cfg.get('test_dataloader') or {}).get('dataset', {})
+    dataset_cls = None
+    if dataset:
+        with DATASETS.switch_scope_and_registry(
+                cfg.get('default_scope', None)) as registry:
+            dataset_cls = registry.get(dataset.get('type'))
+    model.dataset_meta = dict(getattr(dataset_cls, 'METAINFO', {}) or {})
+    return model.to(device).eval()
 
 
 def _copy_frozen(source: nn.Module, target: nn.Module) -> None:
