@@ -34,3 +34,14 @@ def tiny_vit(prompt_cfg=None, **kwargs):
     kwargs.setdefault('img_size', 32)
     kwargs.setdefault('patch_size', 8)
     return PromptedViT(arch=TINY, prompt_cfg=prompt_cfg, **kwargs)
+
+
+def perturb_tuned(model, seed, std=0.5):
+    """Give a model's trainable tensors random values, as training would;
+    returns the model."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.normal_(0, std)
+    return model

@@ -3,6 +3,7 @@ import pytest
 import torch
 from mmpretrain.registry import DATASETS, MODELS
 
+from tests.conftest import perturb_tuned
 from tests.test_tools.test_train import write_config
 from vpt_mm.apis import VPTInferencer, load_task_model, parse_task_args
 from vpt_mm.checkpoints import save_tuned
@@ -20,12 +21,7 @@ def tuned_file(cfg_path, path, seed, pretrained=True, **prompt):
         cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     model.init_weights()
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.requires_grad:
-                param.normal_(0, 0.5)
-    save_tuned(model, path, CLASSES)
+    save_tuned(perturb_tuned(model, seed), path, CLASSES)
     return path
 
 
@@ -117,13 +113,8 @@ def test_tasks_that_tune_the_backbone_run_alone(setup, tmp_path):
     for seed in (0, 1):
         model = MODELS.build(cfg.model)
         model.init_weights()
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            for param in model.parameters():
-                if param.requires_grad:
-                    param.normal_(0, 0.1)
         paths.append(str(tmp_path / f'bias{seed}.safetensors'))
-        save_tuned(model, paths[-1], CLASSES)
+        save_tuned(perturb_tuned(model, seed, 0.1), paths[-1], CLASSES)
     inferencer = VPTInferencer(cfg, dict(a=paths[0], b=paths[1]))
     assert inferencer.server is None and sorted(inferencer.alone) == [
         'a', 'b']

@@ -4,7 +4,7 @@ import torch
 from mmpretrain.registry import MODELS
 
 import vpt_mm  # noqa: F401
-from vpt_mm.apis import MultiTaskClassifier
+from vpt_mm.apis import MultiTaskClassifier, copy_frozen_backbone
 
 ARCH = dict(embed_dims=32, num_layers=4, num_heads=4,
             feedforward_channels=64)
@@ -19,12 +19,7 @@ def task_model(prompt_cfg, num_classes, frozen_from=None, seed=0, **kw):
         head=dict(type='LinearClsHead', num_classes=num_classes,
                   in_channels=32, loss=dict(type='CrossEntropyLoss'))))
     if frozen_from is not None:  # the same frozen backbone
-        frozen = {k: v for k, v in frozen_from.backbone.state_dict().items()
-                  if not k.startswith('prompt.')}
-        missing, unexpected = model.backbone.load_state_dict(frozen,
-                                                             strict=False)
-        assert not unexpected and all(k.startswith('prompt.')
-                                      for k in missing)
+        copy_frozen_backbone(frozen_from, model)
     return model.eval()
 
 
@@ -113,9 +108,7 @@ def convnet_task(p, classes, seed, frozen_from=None):
         head=dict(type='LinearClsHead', num_classes=classes,
                   in_channels=512, loss=dict(type='CrossEntropyLoss'))))
     if frozen_from is not None:
-        frozen = {k: v for k, v in frozen_from.backbone.state_dict().items()
-                  if not k.startswith('prompt.')}
-        model.backbone.load_state_dict(frozen, strict=False)
+        copy_frozen_backbone(frozen_from, model)
     with torch.no_grad():  # trained-looking frames
         for param in model.backbone.prompt.parameters():
             param.normal_()
@@ -154,9 +147,7 @@ def swin_task(prompt_cfg, classes, seed, frozen_from=None, **kw):
         head=dict(type='LinearClsHead', num_classes=classes,
                   in_channels=32, loss=dict(type='CrossEntropyLoss'))))
     if frozen_from is not None:
-        frozen = {k: v for k, v in frozen_from.backbone.state_dict().items()
-                  if not k.startswith('prompt.')}
-        model.backbone.load_state_dict(frozen, strict=False)
+        copy_frozen_backbone(frozen_from, model)
     return model.eval()
 
 

@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from mmpretrain.registry import MODELS
 
+from tests.conftest import perturb_tuned
 from tests.test_tools.test_benchmarks import bench  # noqa: F401
 from tests.test_tools.test_train import run
 from vpt_mm.checkpoints import save_tuned
@@ -23,12 +23,7 @@ def tuned(config, path, seed, num_tokens):
         prompt_cfg=dict(num_tokens=num_tokens)))), 'dmlab')
     model = MODELS.build(cfg.model)
     model.init_weights()
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.requires_grad:
-                param.normal_(0, 0.5)
-    save_tuned(model, path)
+    save_tuned(perturb_tuned(model, seed), path)
     return path
 
 

@@ -19,8 +19,8 @@ import torch
 from mmengine.config import DictAction
 from mmengine.registry import MODELS
 
-from vpt_mm.apis import MultiTaskClassifier
-from vpt_mm.checkpoints import frozen_keys, tuned_state_dict
+from vpt_mm.apis import MultiTaskClassifier, copy_frozen_backbone
+from vpt_mm.checkpoints import tuned_state_dict
 from vpt_mm.runner import config_from_file
 
 
@@ -50,10 +50,7 @@ def main() -> None:
         torch.manual_seed(k)
         model = MODELS.build(cfg.model).eval()
         if models:
-            keys = frozen_keys(model)
-            model.load_state_dict({n: v for n, v in
-                                   models[0].state_dict().items()
-                                   if n in keys}, strict=False)
+            copy_frozen_backbone(models[0], model)
         models.append(model.to(device))
     single = models[0]
     servers = {t: MultiTaskClassifier({f'task{k}': models[k]

@@ -3,6 +3,7 @@ file, classify images with one or many tasks on one backbone
 (``tools/infer.py``)."""
 from .inference import (
     VPTInferencer,
+    copy_frozen_backbone,
     init_segmentor,
     load_task_model,
     parse_task_args,
@@ -10,6 +11,7 @@ from .inference import (
 from .multitask import MultiTaskClassifier, masked_layer_forward
 
 __all__ = [
-    'MultiTaskClassifier', 'VPTInferencer', 'init_segmentor',
+    'MultiTaskClassifier', 'VPTInferencer', 'copy_frozen_backbone',
+    'init_segmentor',
     'load_task_model', 'masked_layer_forward', 'parse_task_args'
 ]

@@ -32,7 +32,8 @@ from ..checkpoints import (
 from .multitask import MultiTaskClassifier
 
 __all__ = [
-    'load_task_model', 'VPTInferencer', 'parse_task_args', 'init_segmentor'
+    'load_task_model', 'VPTInferencer', 'parse_task_args', 'init_segmentor',
+    'copy_frozen_backbone'
 ]
 
 ImageInput = Union[str, np.ndarray]
@@ -99,7 +100,7 @@ def load_task_model(cfg: Union[str, Config],
         if frozen_from is None:
             model.init_weights()
         else:
-            _copy_frozen(frozen_from, model)
+            copy_frozen_backbone(frozen_from, model)
         load_tuned(model, checkpoint, allow_other_backbone)
         if 'classes' in meta:
             classes = json.loads(meta['classes'])
@@ -146,8 +147,14 @@ def init_segmentor(config: Union[str, Config],
     return model.to(device).eval()
 
 
-def _copy_frozen(source: nn.Module, target: nn.Module) -> None:
-    """Copy the frozen backbone tensors of ``source`` into ``target``."""
+def copy_frozen_backbone(source: nn.Module, target: nn.Module) -> None:
+    """Copy the frozen backbone tensors of ``source`` into ``target`` (a
+    model of the same backbone config), e.g. to give many task models one
+    pretrained backbone without reading its checkpoint again.
+
+    Raises:
+        ValueError: If ``source`` lacks some of them.
+    """
     keys = frozen_keys(target)
     state = {k: v for k, v in source.state_dict().items() if k in keys}
     missing = keys - set(state)
