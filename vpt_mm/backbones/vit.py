@@ -53,6 +53,11 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
     the fused layers; ``fuse_prompts=False`` (or :meth:`fuse` with False)
     runs the token form everywhere.
 
+    VPT-prefix (``prompt_cfg.location='prefix'``, paper appendix): each
+    prompted layer learns its p attention keys and p values directly
+    (``prompt.keys``, ``prompt.values``); the image tokens attend over them
+    as in the fused form, and there are no prompt tokens (no token form).
+
     Args:
         arch (str | dict): mmpretrain ViT arch, e.g. ``'b'``, ``'l'``,
             ``'h'``. Defaults to ``'base'``.
@@ -148,6 +153,9 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
                 everywhere (False). Defaults to True.
         """
         fused = self._fusable_layers() if enabled else ()
+        if self.prompt.location == 'prefix':
+            # Learnt keys/values have no token form: always "fused".
+            fused = tuple(self.prompt.layer_ids)
         for i in fused:
             check_fusable(self.layers[i])
         self.fuse_prompts = bool(enabled)
@@ -176,6 +184,10 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
         ``state`` is a one-element list holding the cache key of this
         forward pass, computed at the first use.
         """
+        if self.prompt.location == 'prefix':
+            k, v = self.prompt.prefix_kv(i, self.layers[i].attn.num_heads,
+                                         batch_size)
+            return k.to(x.dtype), v.to(x.dtype)
         prompts = self.prompt.layer_prompts(i, batch_size,
                                             self._embed_pixels)
         constant = prompts.shape[0] == 1 and not torch.is_grad_enabled()

@@ -18,7 +18,7 @@ from ..validation import (
     require_str,
 )
 
-LOCATIONS = ('prepend', 'add', 'prepend-pixel', 'concat-channel')
+LOCATIONS = ('prepend', 'add', 'prepend-pixel', 'concat-channel', 'prefix')
 #: Locations whose prompts live in pixel space, in front of the patch
 #: projection. They exist only at the input, i.e. for VPT-Shallow.
 PIXEL_LOCATIONS = ('prepend-pixel', 'concat-channel')
@@ -47,8 +47,11 @@ class PromptConfig:
             given top-down, e.g. ``(12, 3)``, means the same layers as
             ``(3, 12)`` (paper Fig. 7). Defaults to None.
         location (str): ``'prepend'`` (``[CLS, prompts, patches]``),
-            ``'add'``, ``'prepend-pixel'`` or ``'concat-channel'``.
-            Defaults to ``'prepend'``.
+            ``'add'``, ``'prepend-pixel'``, ``'concat-channel'`` or
+            ``'prefix'`` (VPT-prefix, paper appendix: each prompted layer
+            learns p attention keys and p values directly, with no
+            LayerNorm or projection of prompt tokens; the image tokens
+            attend over them; ViT only). Defaults to ``'prepend'``.
         init (str): ``'random'`` (uniform in +-sqrt(6 / (3 * ph * pw + d)))
             or ``'cls'`` (class-prototype init from ``cls_init``).
             Defaults to ``'random'``.
@@ -157,6 +160,11 @@ class PromptConfig:
                                  f'layer numbers (start, end), got '
                                  f'{self.layers!r}')
             self.layers = (int(self.layers[0]), int(self.layers[1]))
+        if self.location == 'prefix' and (self.proj_dim is not None
+                                          or self.init == 'cls'):
+            raise ValueError("prompt location 'prefix' learns keys and "
+                             'values directly; proj_dim and init=\'cls\' '
+                             'do not apply to it')
         if self.location in PIXEL_LOCATIONS:
             if self.share is not None or self.proj_dim is not None:
                 raise ValueError(

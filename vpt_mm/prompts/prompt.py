@@ -125,6 +125,19 @@ class VisualPrompt(PromptModule):
                 self.num_tokens, embed_dims, self.patch_size,
                 stride=self.patch_size, bias=False)
             nn.init.zeros_(self.channel_proj.weight)
+        elif self.location == 'prefix':
+            num_sets = 1 if cfg.share in ('inter', 'all') else len(
+                self.layer_ids)
+            num_vectors = 1 if cfg.share in ('intra', 'all') else \
+                self.num_tokens
+            # Each prompted layer's attention keys and values, learnt
+            # directly (VPT-prefix), initialised as the prompts are.
+            self.keys = nn.Parameter(
+                torch.empty(num_sets, num_vectors, embed_dims))
+            self.values = nn.Parameter(
+                torch.empty(num_sets, num_vectors, embed_dims))
+            nn.init.uniform_(self.keys, -bound, bound)
+            nn.init.uniform_(self.values, -bound, bound)
         else:
             if self.location == 'add' and self.num_tokens != num_patches:
                 raise ValueError(
@@ -270,7 +283,7 @@ class VisualPrompt(PromptModule):
             torch.Tensor: The layer input with this layer's prompts.
         """
         index = self._index.get(layer_id)
-        if index is None or self.location == 'concat-channel':
+        if index is None or self.location in ('concat-channel', 'prefix'):
             return x
         n = num_extra_tokens
         prompts = self.batch_prompts(index, x.shape[0], embed,
@@ -323,6 +336,27 @@ class VisualPrompt(PromptModule):
                     and self.cfg.dropout_mode == 'sample')
         return self.batch_prompts(self._index[layer_id],
                                   batch_size if dropping else 1, embed)
+
+    def prefix_kv(self, layer_id: int, num_heads: int,
+                  batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """VPT-prefix: a layer's learnt keys and values, per head, with
+        prompt dropout: (B', heads, p, d / heads) each, B' the batch size
+        while per-sample dropout is active, else 1."""
+        if self.location != 'prefix' or layer_id not in self._index:
+            raise ValueError(f'Layer {layer_id} has no prefix keys/values')
+        index = self._index[layer_id]
+        dropping = (self.training and self.dropout.p > 0
+                    and self.cfg.dropout_mode == 'sample')
+        b = batch_size if dropping else 1
+        out = []
+        for table in (self.keys, self.values):
+            kv = table[min(index, table.shape[0] - 1)].expand(
+                self.num_tokens, -1).unsqueeze(0)
+            kv = self.dropout(kv.expand(b, -1, -1)) if dropping else \
+                self.dropout(kv)
+            out.append(kv.reshape(b, self.num_tokens, num_heads,
+                                  -1).transpose(1, 2))
+        return out[0], out[1]
 
     def embed_channels(self, hw: Sequence[int]) -> torch.Tensor:
         """The ``'concat-channel'`` contribution to the patch embeddings.
