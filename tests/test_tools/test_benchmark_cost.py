@@ -22,16 +22,18 @@ model = dict(
     out = tmp_path / 'cost'
     log = run([
         sys.executable, 'tools/analysis_tools/benchmark_cost.py', str(cfg),
-        '--num-tokens', '2', '--methods', 'full', 'deep', '--batch-size', '2',
+        '--num-tokens', '2', '--methods', 'full', 'deep', 'prefix',
+        '--batch-size', '2',
         '--img-size', '32', '--interleave',
         '--repeats', '1', '--out-dir', str(out)
     ])
     assert '| Full | - | - |' in log and '| VPT-Deep | 2 | fused |' in log
+    assert '| VPT-prefix | 2 | fused |' in log
     assert 'timing: interleaved in one process' in log
     rows = json.loads((out / 'cost.json').read_text())['rows']
-    assert [(r['method'], r['form']) for r in rows] == [('full', '-'),
-                                                        ('deep', 'token'),
-                                                        ('deep', 'fused')]
+    assert [(r['method'], r['form']) for r in rows] == [
+        ('full', '-'), ('deep', 'token'), ('deep', 'fused'),
+        ('prefix', 'fused')]
     for row in rows:
         for mode in ('train', 'infer'):
             cost = row[mode]

@@ -1,8 +1,9 @@
 """Training and inference cost of the tuning protocols, in the shape of the
 paper's Table 12 and Fig. 18-19.
 
-For Full, Linear, VPT-Shallow and VPT-Deep at several prompt lengths, in
-the token form and the fused form (vpt_mm/prompts/fused.py), it measures:
+For Full, Linear, VPT-Shallow, VPT-Deep (token and fused form,
+vpt_mm/prompts/fused.py) and VPT-prefix (ViT) at several prompt lengths,
+it measures:
 
 - training latency: one step (forward, loss, backward, SGD with momentum),
   ms per image, median of ``--repeats`` after a warm-up step;
@@ -44,9 +45,9 @@ from mmengine.config import DictAction
 
 import vpt_mm  # noqa: F401  (compatibility fixes first, registration)
 
-METHODS = ('full', 'linear', 'shallow', 'deep')
+METHODS = ('full', 'linear', 'shallow', 'deep', 'prefix')
 TITLES = dict(full='Full', linear='Linear', shallow='VPT-Shallow',
-              deep='VPT-Deep')
+              deep='VPT-Deep', prefix='VPT-prefix')
 
 
 def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
@@ -75,8 +76,12 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
             backbone['out_type'] = 'cls_token'
     else:
         prompt_cfg = dict(backbone.get('prompt_cfg') or {})
-        prompt_cfg.update(num_tokens=num_tokens, deep=method == 'deep')
+        prompt_cfg.update(num_tokens=num_tokens,
+                          deep=method in ('deep', 'prefix'))
         prompt_cfg.pop('layers', None)
+        if method == 'prefix':  # learnt keys/values at every layer
+            prompt_cfg['location'] = 'prefix'
+            prompt_cfg.pop('proj_dim', None)
         backbone.update(prompt_cfg=prompt_cfg)
         if fused or has_fused_form(backbone['type']):
             backbone.update(fuse_prompts=fused)
@@ -222,8 +227,9 @@ def variants(methods: List[str], tokens: List[int],
             continue
         for p in tokens:
             # VPT-Shallow has nothing to fuse: its prompts interact with the
-            # image from layer 1 on.
-            for form in (['token'] if method == 'shallow' else forms):
+            # image from layer 1 on; VPT-prefix has no token form.
+            only = dict(shallow=['token'], prefix=['fused']).get(method)
+            for form in (only or forms):
                 out.append(dict(method=method, num_tokens=p, form=form))
     return out
 
@@ -313,7 +319,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--num-tokens', type=int, nargs='+', default=[1, 10, 50, 100, 200])
     parser.add_argument(
-        '--methods', nargs='+', choices=METHODS, default=list(METHODS))
+        '--methods', nargs='+', choices=METHODS,
+        help='default: all (VPT-prefix with ViT configs only)')
     parser.add_argument(
         '--forms', nargs='+', choices=['token', 'fused'],
         default=['token', 'fused'])
@@ -360,10 +367,13 @@ def main() -> None:
     model_cfg = cfg.model.to_dict()
     size = args.img_size * 2 if len(args.img_size) == 1 else args.img_size
     forms = args.forms
+    methods = args.methods or list(METHODS)
     if not has_fused_form(model_cfg['backbone']['type']):
         forms = ['token']  # only PromptedViT has a fused form
+        if args.methods is None:  # nor VPT-prefix
+            methods.remove('prefix')
     rows: List[Dict] = [
-        dict(var) for var in variants(args.methods, args.num_tokens, forms)
+        dict(var) for var in variants(methods, args.num_tokens, forms)
     ]
 
     def job(row: dict, mode: str, repeats: int) -> dict:
