@@ -126,16 +126,12 @@ class VisualPrompt(PromptModule):
                 stride=self.patch_size, bias=False)
             nn.init.zeros_(self.channel_proj.weight)
         elif self.location == 'prefix':
-            num_sets = 1 if cfg.share in ('inter', 'all') else len(
-                self.layer_ids)
-            num_vectors = 1 if cfg.share in ('intra', 'all') else \
-                self.num_tokens
             # Each prompted layer's attention keys and values, learnt
             # directly (VPT-prefix), initialised as the prompts are.
-            self.keys = nn.Parameter(
-                torch.empty(num_sets, num_vectors, embed_dims))
-            self.values = nn.Parameter(
-                torch.empty(num_sets, num_vectors, embed_dims))
+            self.keys = nn.Parameter(torch.empty(*self._table_shape(),
+                                                 embed_dims))
+            self.values = nn.Parameter(torch.empty(*self._table_shape(),
+                                                   embed_dims))
             nn.init.uniform_(self.keys, -bound, bound)
             nn.init.uniform_(self.values, -bound, bound)
         else:
@@ -145,12 +141,8 @@ class VisualPrompt(PromptModule):
                     f'embedding: num_tokens must equal the number of patches '
                     f'{num_patches} ({self.grid_size[0]}x{self.grid_size[1]})'
                     f', got {self.num_tokens}')
-            num_sets = 1 if cfg.share in ('inter', 'all') else len(
-                self.layer_ids)
-            num_vectors = 1 if cfg.share in ('intra', 'all') else \
-                self.num_tokens
             self.embeddings = nn.Parameter(
-                torch.empty(num_sets, num_vectors, width))
+                torch.empty(*self._table_shape(), width))
             if cfg.init == 'cls':
                 self._init_from_prototypes(load_cls_init(cfg.cls_init))
             else:
@@ -164,6 +156,34 @@ class VisualPrompt(PromptModule):
         if cfg.frozen:
             for param in self.parameters():
                 param.requires_grad = False
+
+    def _table_shape(self) -> Tuple[int, int]:
+        """(sets, vectors) of a table of learnt prompt vectors: one set per
+        prompted layer unless shared across layers (``share='inter'`` /
+        ``'all'``), p vectors per set unless shared within it
+        (``'intra'`` / ``'all'``)."""
+        share = self.cfg.share
+        return (1 if share in ('inter', 'all') else len(self.layer_ids),
+                1 if share in ('intra', 'all') else self.num_tokens)
+
+    def _row(self, table: torch.Tensor, index: int) -> torch.Tensor:
+        """The p vectors of the ``index``-th prompted layer in ``table``."""
+        return table[min(index, table.shape[0] - 1)].expand(
+            self.num_tokens, -1)
+
+    def _dropped(self, prompts: torch.Tensor,
+                 batch_size: int) -> torch.Tensor:
+        """(1, p, d) prompts for a batch of ``batch_size``, with prompt
+        dropout per sample or once for the batch (``dropout_mode``)."""
+        if self.cfg.dropout_mode == 'batch':
+            return self.dropout(prompts).expand(batch_size, -1, -1)
+        return self.dropout(prompts.expand(batch_size, -1, -1))
+
+    @property
+    def _per_sample_dropout(self) -> bool:
+        """Whether each sample draws its own prompt dropout mask now."""
+        return (self.training and self.dropout.p > 0
+                and self.cfg.dropout_mode == 'sample')
 
     def _init_from_prototypes(self, protos: torch.Tensor) -> None:
         num_sets, _, width = self.embeddings.shape
@@ -229,10 +249,8 @@ class VisualPrompt(PromptModule):
                 raise ValueError("prompt location 'prepend-pixel' needs the "
                                  "backbone's patch embedding")
             return embed(self.pixels)
-        emb = self.embeddings[min(index, self.embeddings.shape[0] - 1)]
-        if self.proj is not None:
-            emb = self.proj(emb)
-        return emb.expand(self.num_tokens, -1)
+        emb = self._row(self.embeddings, index)
+        return self.proj(emb) if self.proj is not None else emb
 
     def batch_prompts(self,
                       index: int,
@@ -256,9 +274,7 @@ class VisualPrompt(PromptModule):
         if self.location == 'add':
             prompts = resize_grid(prompts, self.grid_size,
                                   tuple(hw or self.grid_size))
-        if self.cfg.dropout_mode == 'batch':
-            return self.dropout(prompts).expand(batch_size, -1, -1)
-        return self.dropout(prompts.expand(batch_size, -1, -1))
+        return self._dropped(prompts, batch_size)
 
     # ------------------------------------------------------------------
     # Inserting prompts
@@ -332,10 +348,9 @@ class VisualPrompt(PromptModule):
         batch."""
         if not self.has_prompt_tokens or layer_id not in self._index:
             raise ValueError(f'Layer {layer_id} has no prompt tokens')
-        dropping = (self.training and self.dropout.p > 0
-                    and self.cfg.dropout_mode == 'sample')
-        return self.batch_prompts(self._index[layer_id],
-                                  batch_size if dropping else 1, embed)
+        return self.batch_prompts(
+            self._index[layer_id],
+            batch_size if self._per_sample_dropout else 1, embed)
 
     def prefix_kv(self, layer_id: int, num_heads: int,
                   batch_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -345,18 +360,11 @@ class VisualPrompt(PromptModule):
         if self.location != 'prefix' or layer_id not in self._index:
             raise ValueError(f'Layer {layer_id} has no prefix keys/values')
         index = self._index[layer_id]
-        dropping = (self.training and self.dropout.p > 0
-                    and self.cfg.dropout_mode == 'sample')
-        b = batch_size if dropping else 1
-        out = []
-        for table in (self.keys, self.values):
-            kv = table[min(index, table.shape[0] - 1)].expand(
-                self.num_tokens, -1).unsqueeze(0)
-            kv = self.dropout(kv.expand(b, -1, -1)) if dropping else \
-                self.dropout(kv)
-            out.append(kv.reshape(b, self.num_tokens, num_heads,
-                                  -1).transpose(1, 2))
-        return out[0], out[1]
+        b = batch_size if self._per_sample_dropout else 1
+        k, v = (self._dropped(self._row(table, index).unsqueeze(0), b)
+                .reshape(b, self.num_tokens, num_heads, -1).transpose(1, 2)
+                for table in (self.keys, self.values))
+        return k, v
 
     def embed_channels(self, hw: Sequence[int]) -> torch.Tensor:
         """The ``'concat-channel'`` contribution to the patch embeddings.
