@@ -18,11 +18,12 @@ do not depend on where, or in which order, the jobs ran.
 """
 from __future__ import annotations
 
+import abc
 import os
 import os.path as osp
+import queue
 import shlex
 import subprocess
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -36,7 +37,7 @@ __all__ = [
 Log = Callable[[str], None]
 
 
-class Executor:
+class Executor(abc.ABC):
     """Runs jobs; :meth:`run` returns when every job has ended."""
 
     #: Ports of ``tools/dist_train.sh`` start here; concurrent slots get
@@ -62,10 +63,10 @@ class Executor:
                 self.threads)
         return env
 
+    @abc.abstractmethod
     def run(self, jobs: Sequence[Job]) -> None:
         """Run the jobs (all unfinished) to their end, whatever their exit
         status."""
-        raise NotImplementedError
 
 
 class SequentialExecutor(Executor):
@@ -120,13 +121,13 @@ class ConcurrentExecutor(Executor):
         self.slots: List[Optional[str]] = list(slots)
 
     def run(self, jobs: Sequence[Job]) -> None:
-        free = list(range(len(self.slots)))
-        lock = threading.Condition()
+        # As many workers as slots: a worker always finds a slot free.
+        free: queue.SimpleQueue = queue.SimpleQueue()
+        for slot in range(len(self.slots)):
+            free.put(slot)
 
         def run_one(job: Job) -> None:
-            with lock:
-                lock.wait_for(lambda: free)
-                slot = free.pop(0)
+            slot = free.get()
             env = self.job_env(PORT=str(self.base_port + slot))
             if self.slots[slot] is not None:
                 env['CUDA_VISIBLE_DEVICES'] = self.slots[slot]
@@ -139,9 +140,7 @@ class ConcurrentExecutor(Executor):
                     subprocess.run(job.command, env=env, stdout=out,
                                    stderr=subprocess.STDOUT)
             finally:
-                with lock:
-                    free.append(slot)
-                    lock.notify()
+                free.put(slot)
 
         with ThreadPoolExecutor(len(self.slots)) as pool:
             for future in [pool.submit(run_one, job) for job in jobs]:
@@ -191,7 +190,7 @@ class SlurmExecutor(Executor):
         self.max_parallel = max_parallel
         self.sbatch_args = list(sbatch_args)
         self.job_name = job_name
-        self._stages: Dict[str, int] = {}
+        self._stage = 0  # stages submitted so far, naming the scripts
 
     def script(self, jobs: Sequence[Job], stage: str) -> str:
         """Write the array script of ``jobs``; its path."""
@@ -234,9 +233,8 @@ class SlurmExecutor(Executor):
             return
         for job in jobs:
             os.makedirs(job.work_dir, exist_ok=True)
-        count = self._stages.get('stage', 0)
-        self._stages['stage'] = count + 1
-        path = self.script(jobs, f'stage{count}')
+        path = self.script(jobs, f'stage{self._stage}')
+        self._stage += 1
         cmd = ['sbatch', '--wait', *self.sbatch_args, path]
         self.log(f'submit {len(jobs)} job(s) to SLURM partition '
                  f'{self.partition}: {" ".join(cmd)}')

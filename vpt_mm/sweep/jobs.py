@@ -15,7 +15,7 @@ import json
 import os
 import os.path as osp
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from ..hooks import DIVERGED_FILE
@@ -39,10 +39,15 @@ class Job:
         name (str): Its folder relative to the sweep root, for messages.
         work_dir (str): Its own folder (``--work-dir``).
         command (list[str]): The command that runs it.
+        task (str): The benchmark task it trains on.
+        opts (list[str]): Its ``--cfg-options`` (what its recorded config
+            is resolved from).
     """
     name: str
     work_dir: str
     command: List[str]
+    task: str = ''
+    opts: List[str] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:

@@ -222,30 +222,30 @@ class Sweep:
     def _job(self, task: str, rel: str, opts: List[str]) -> Job:
         work_dir = osp.join(self.work_dir, task, rel)
         return Job(name=osp.join(task, rel), work_dir=work_dir,
-                   command=self.command(task, work_dir, opts))
+                   command=self.command(task, work_dir, opts), task=task,
+                   opts=opts)
 
-    def run_stage(self, jobs: Sequence[Tuple[str, Job, List[str]]]) -> \
-            Optional[List[dict]]:
-        """Check the recorded config of every ``(task, job, options)``, run
-        the unfinished jobs on the executor, read every result.
+    def run_stage(self, jobs: Sequence[Job]) -> Optional[List[dict]]:
+        """Check the recorded config of every job, run the unfinished ones
+        on the executor, read every result.
 
         Returns:
             list | None: One result per job (see
             :func:`~vpt_mm.sweep.jobs.job_result`); None in a dry run.
         """
-        for task, job, opts in jobs:
-            self.check_job(task, job.work_dir, opts)
-        todo = [job for _, job, _ in jobs if not job.finished]
+        for job in jobs:
+            self.check_job(job.task, job.work_dir, job.opts)
+        todo = [job for job in jobs if not job.finished]
         if self.dry_run:
             for job in todo:
                 print(' '.join(job.command))
             return None
-        for _, job, _ in jobs:
+        for job in jobs:
             if job not in todo:
                 self._log(f'done {job.name}')
         self.executor.run(todo)
         results = []
-        for _, job, _ in jobs:
+        for job in jobs:
             result = job_result(job, self.keep_checkpoints)
             if result['top1'] is None:
                 self._log(f'{job.name} diverged at iteration '
@@ -262,11 +262,11 @@ class Sweep:
             dry run.
         """
         points = grid(self.spec)
-        jobs = [(task, self._job(task, osp.join('tune', point_name(point)),
-                                 overrides(point, self.tune_splits,
-                                           self.spec, seed=0)),
-                 overrides(point, self.tune_splits, self.spec, seed=0))
-                for task in self.tasks for point in points]
+        jobs = [
+            self._job(task, osp.join('tune', point_name(point)),
+                      overrides(point, self.tune_splits, self.spec, seed=0))
+            for task in self.tasks for point in points
+        ]
         results = self.run_stage(jobs)
         if results is None:
             return None
@@ -308,11 +308,10 @@ class Sweep:
         for task, best in chosen.items():
             point = {k: v for k, v in best.items() if k != 'top1'}
             for seed in range(self.seeds):
-                opts = overrides(point, self.final_splits, self.spec, seed)
-                runs.append((task, point, seed, (
-                    task, self._job(task, osp.join('final', f'seed{seed}'),
-                                    opts), opts)))
-        results = self.run_stage([r[3] for r in runs]) or []
+                runs.append((task, point, seed, self._job(
+                    task, osp.join('final', f'seed{seed}'),
+                    overrides(point, self.final_splits, self.spec, seed))))
+        results = self.run_stage([job for *_, job in runs]) or []
         records = []
         for (task, point, seed, _), result in zip(runs, results):
             records.append(
