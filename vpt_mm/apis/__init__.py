@@ -8,10 +8,15 @@ from .inference import (
     load_task_model,
     parse_task_args,
 )
-from .multitask import MultiTaskClassifier, masked_layer_forward
+from .multitask import (
+    MultiTaskClassifier,
+    masked_layer_forward,
+    sharing_problem,
+)
 
 __all__ = [
     'MultiTaskClassifier', 'VPTInferencer', 'copy_frozen_backbone',
     'init_segmentor',
-    'load_task_model', 'masked_layer_forward', 'parse_task_args'
+    'load_task_model', 'masked_layer_forward', 'parse_task_args',
+    'sharing_problem'
 ]

@@ -29,7 +29,7 @@ from ..checkpoints import (
     load_tuned,
     read_tuned,
 )
-from .multitask import MultiTaskClassifier
+from .multitask import MultiTaskClassifier, sharing_problem
 
 __all__ = [
     'load_task_model', 'VPTInferencer', 'parse_task_args', 'init_segmentor',
@@ -235,13 +235,9 @@ class VPTInferencer:
                                  f'classes: {sorted(classes)}')
         self.classes = {n: models[m[0]].classes
                         for n, m in self.members.items()}
-        shared, alone = {}, {}
-        for member, model in models.items():
-            try:
-                MultiTaskClassifier({member: model})
-                shared[member] = model
-            except ValueError:
-                alone[member] = model
+        shared = {m: model for m, model in models.items()
+                  if sharing_problem(model) is None}
+        alone = {m: model for m, model in models.items() if m not in shared}
         self.server = MultiTaskClassifier(shared).to(
             self.device) if shared else None
         self.alone = {m: model.to(self.device) for m, model in alone.items()}

@@ -40,12 +40,20 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmpretrain.models.utils import resize_pos_embed
 
+from ..backbones import (
+    PromptedConvNeXt,
+    PromptedResNet,
+    PromptedSwin,
+    PromptedViT,
+)
+from ..backbones.swin import merge_prompts, prompted_swin_block
 from ..checkpoints import frozen_fingerprint, tuned_state_dict
 from ..prompts import VisualPrompt
 from ..prompts.fused import fused_layer_forward, prompt_kv
 
-__all__ = ['MultiTaskClassifier', 'masked_layer_forward']
+__all__ = ['MultiTaskClassifier', 'masked_layer_forward', 'sharing_problem']
 
 
 def masked_layer_forward(layer: nn.Module, x: torch.Tensor,
@@ -82,6 +90,41 @@ def _fusable(prompt: VisualPrompt, num_layers: int) -> set:
     return {i for i in ids if i != ids[-1] or i == num_layers - 1}
 
 
+#: Prompted backbones whose tasks can share a batch.
+SHARED_BACKBONES = (PromptedViT, PromptedSwin, PromptedConvNeXt,
+                    PromptedResNet)
+
+
+def sharing_problem(model: nn.Module) -> Optional[str]:
+    """Why a task's model cannot share a batch with other tasks on one
+    backbone (:class:`MultiTaskClassifier`), or None if it can.
+
+    Args:
+        model (nn.Module): A single-task ``ImageClassifier``.
+    """
+    backbone = model.backbone
+    if not isinstance(backbone, SHARED_BACKBONES):
+        return ('multi-task batches need a PromptedViT, PromptedSwin, '
+                'PromptedConvNeXt or PromptedResNet backbone, got '
+                f'{type(backbone).__name__}')
+    is_vit = isinstance(backbone, PromptedViT)
+    if is_vit and backbone.out_type != 'cls_token':
+        return (f'out_type {backbone.out_type!r}; multi-task batches read '
+                "the final [CLS] ('cls_token')")
+    changed = [k for k in tuned_state_dict(backbone)
+               if not k.startswith('prompt.')]
+    if changed:
+        return (f'it tunes backbone tensors ({changed[:3]}'
+                f'{"..." if len(changed) > 3 else ""}): its backbone is not '
+                'the shared frozen one, so it cannot share a batch (serve '
+                'Bias, VPT+Bias, Partial, Adapter and Full tasks with a model '
+                'of their own)')
+    if is_vit and backbone.prompt.location != 'prepend':
+        return (f'prompt location {backbone.prompt.location!r}; multi-task '
+                "batches take 'prepend' prompts")
+    return None
+
+
 class MultiTaskClassifier(nn.Module):
     """A frozen prompted ViT, Swin or ConvNet shared by several tasks'
     prompts and heads.
@@ -102,47 +145,21 @@ class MultiTaskClassifier(nn.Module):
 
     def __init__(self, models: Dict[str, nn.Module]) -> None:
         super().__init__()
-        from ..backbones import (
-            PromptedConvNeXt,
-            PromptedResNet,
-            PromptedSwin,
-            PromptedViT,
-        )
         if not models:
             raise ValueError('MultiTaskClassifier needs at least one task')
         names = list(models)
         first = models[names[0]]
         fingerprint = frozen_fingerprint(first)
-        kinds = (PromptedViT, PromptedSwin, PromptedConvNeXt,
-                 PromptedResNet)
         for name, model in models.items():
-            backbone = model.backbone
-            if not isinstance(backbone, kinds) or type(backbone) is not type(
-                    first.backbone):
+            problem = sharing_problem(model)
+            if problem:
+                raise ValueError(f'Task {name!r}: {problem}')
+            if type(model.backbone) is not type(first.backbone):
                 raise ValueError(
-                    f'Task {name!r}: multi-task batches need a PromptedViT, '
-                    'PromptedSwin, PromptedConvNeXt or PromptedResNet '
-                    'backbone, the same for every task; got '
-                    f'{type(backbone).__name__}')
-            is_vit = isinstance(backbone, PromptedViT)
-            if is_vit and backbone.out_type != 'cls_token':
-                raise ValueError(
-                    f'Task {name!r}: out_type {backbone.out_type!r}; '
-                    "multi-task batches read the final [CLS] ('cls_token')")
-            changed = [k for k in tuned_state_dict(backbone)
-                       if not k.startswith('prompt.')]
-            if changed:
-                raise ValueError(
-                    f'Task {name!r} tunes backbone tensors ({changed[:3]}'
-                    f'{"..." if len(changed) > 3 else ""}): its backbone is '
-                    'not the shared frozen one, so it cannot share a batch '
-                    '(serve Bias, VPT+Bias, Partial, Adapter and Full tasks '
-                    'with a model of their own)')
-            if is_vit and backbone.prompt.location != 'prepend':
-                raise ValueError(
-                    f'Task {name!r}: prompt location '
-                    f'{backbone.prompt.location!r}; multi-task batches take '
-                    "'prepend' prompts")
+                    f'Task {name!r} has a {type(model.backbone).__name__} '
+                    f'backbone, task {names[0]!r} a '
+                    f'{type(first.backbone).__name__}: tasks share a batch '
+                    'only on one backbone')
             if frozen_fingerprint(model) != fingerprint:
                 raise ValueError(
                     f'Task {name!r} was loaded on another frozen backbone '
@@ -196,9 +213,6 @@ class MultiTaskClassifier(nn.Module):
         """The ``out_indices`` outputs of a mixed batch through the prompted
         Swin: each sample's prompts (padded to the longest set, the padding
         masked) join every window of that sample."""
-        from mmpretrain.models.utils import resize_pos_embed
-
-        from ..backbones.swin import merge_prompts, prompted_swin_block
         swin = self.backbone
         B = inputs.shape[0]
         x, hw = swin.patch_embed(inputs)
@@ -238,15 +252,15 @@ class MultiTaskClassifier(nn.Module):
             merge = stage.downsample is not None
             if merge and swin.out_after_downsample:
                 x, hw, slots, valid = self._swin_merge(stage, x, hw, slots,
-                                                       valid, merge_prompts)
+                                                       valid)
             if i in swin.out_indices:
                 outs.append(self._swin_output(i, x, hw, slots, valid))
             if merge and not swin.out_after_downsample:
                 x, hw, slots, valid = self._swin_merge(stage, x, hw, slots,
-                                                       valid, merge_prompts)
+                                                       valid)
         return tuple(outs)
 
-    def _swin_merge(self, stage, x, hw, slots, valid, merge_prompts):
+    def _swin_merge(self, stage, x, hw, slots, valid):
         """Patch merging; prompts carried or dropped as the backbone's
         ``prompt_merging`` says."""
         if slots is not None:
@@ -310,7 +324,6 @@ class MultiTaskClassifier(nn.Module):
         x, hw = vit.patch_embed(inputs)
         if vit.cls_token is not None:
             x = torch.cat((vit.cls_token.expand(B, -1, -1), x), dim=1)
-        from mmpretrain.models.utils import resize_pos_embed
         x = x + resize_pos_embed(vit.pos_embed, vit.patch_resolution, hw,
                                  mode=vit.interpolate_mode,
                                  num_extra_tokens=vit.num_extra_tokens)
