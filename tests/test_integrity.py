@@ -158,6 +158,7 @@ def test_small_checkpoint_needs_its_backbone(pretrained):
     # Nothing frozen (full fine-tuning): nothing to omit.
     model.backbone.requires_grad_(True)
     assert frozen_keys(model) == set()
+    assert omit_frozen(model, model.state_dict()) is None
 
 
 def test_latest_checkpoint(tmp_path):

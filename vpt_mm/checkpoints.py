@@ -46,7 +46,7 @@ __all__ = [
     'save_tuned', 'load_tuned', 'read_tuned', 'frozen_fingerprint',
     'checkpoint_record', 'verify_checkpoint', 'load_verified_checkpoint',
     'load_full_checkpoint', 'frozen_keys', 'omit_frozen', 'omits_frozen',
-    'record_of', 'load_model_checkpoint',
+    'record_of', 'load_model_checkpoint', 'load_training_checkpoint',
     'TUNED_FORMAT'
 ]
 
@@ -224,13 +224,19 @@ def frozen_keys(model: nn.Module) -> set:
     return {prefix + k for k in backbone.state_dict() if k not in tuned}
 
 
-def omit_frozen(model: nn.Module, state: Dict[str, torch.Tensor]) -> dict:
+def omit_frozen(model: nn.Module,
+                state: Dict[str, torch.Tensor]) -> Optional[dict]:
     """``state`` (the model's state dict) without the frozen backbone's
-    tensors (:func:`frozen_keys`); the state dict's ``_metadata`` is kept.
+    tensors (:func:`frozen_keys`), the state dict's ``_metadata`` kept; None
+    if no parameter is frozen (full fine-tuning saves whole checkpoints,
+    even if some buffer sits outside every tuned module).
+
     A training checkpoint saved this way holds what trains; loading it
-    rebuilds the backbone from the config's pretrained checkpoint and
-    checks its fingerprint."""
+    rebuilds the backbone from the config's pretrained checkpoint and checks
+    its fingerprint."""
     frozen = frozen_keys(model)
+    if not frozen & {name for name, _ in model.named_parameters()}:
+        return None
     small = OrderedDict((k, v) for k, v in state.items() if k not in frozen)
     metadata = getattr(state, '_metadata', None)
     if metadata is not None:
@@ -533,9 +539,8 @@ def load_full_checkpoint(model: nn.Module,
                            allow_other_backbone)
     _check_fits(expected, state, f'{source} does not fit the model')
     check_finite(state, source)
-    missing, _ = model.load_state_dict(state, strict=not omitted)
-    if set(missing) - omitted:  # pragma: no cover - _check_fits covers it
-        raise ValueError(f'{source}: missing {sorted(missing)[:5]}')
+    # _check_fits made sure that only the omitted keys are missing.
+    model.load_state_dict(state, strict=not omitted)
 
 
 def load_model_checkpoint(model: nn.Module,
@@ -569,11 +574,32 @@ def load_model_checkpoint(model: nn.Module,
         print_log(f'{filename} records no sha256 (not written by vpt_mm); '
                   'its bytes could not be verified', logger='current',
                   level=logging.WARNING)
-    if omits_frozen(checkpoint):
-        model.init_weights()
-    load_full_checkpoint(model, extract_state_dict(checkpoint), filename,
-                         record_of(checkpoint), allow_other_backbone)
+    load_training_checkpoint(model, checkpoint,
+                             extract_state_dict(checkpoint), filename,
+                             allow_other_backbone)
     return checkpoint.get('meta') or {}
+
+
+def load_training_checkpoint(model: nn.Module,
+                             checkpoint: dict,
+                             state: Dict[str, torch.Tensor],
+                             source: str,
+                             allow_other_backbone: bool = False,
+                             initialised: bool = False) -> bool:
+    """Load a read (and verified) training checkpoint's ``state`` strictly;
+    if it was saved without its frozen backbone, that comes from the
+    config's pretrained checkpoint (``model.init_weights()``, unless
+    ``initialised``) and must have the recorded fingerprint.
+
+    Returns:
+        bool: Whether the checkpoint omitted the frozen backbone.
+    """
+    small = omits_frozen(checkpoint)
+    if small and not initialised:
+        model.init_weights()
+    load_full_checkpoint(model, state, source, record_of(checkpoint),
+                         allow_other_backbone)
+    return small
 
 
 class _TunedMarker(dict):

@@ -34,11 +34,9 @@ from mmengine.runner import Runner
 from torch.optim import Optimizer
 
 from .checkpoints import (
-    load_full_checkpoint,
+    load_training_checkpoint,
     load_tuned,
     load_verified_checkpoint,
-    omits_frozen,
-    record_of,
 )
 from .integrity import set_rng_state
 from .registry import RUNNERS
@@ -191,15 +189,12 @@ class VPTRunner(Runner):
         state = checkpoint.get('state_dict', checkpoint)
         for pattern, repl in revise_keys:
             state = {re.sub(pattern, repl, k): v for k, v in state.items()}
-        small = omits_frozen(checkpoint)
-        if small and not self._weights_ready:
-            # The frozen backbone is not in the file: load the config's
-            # pretrained checkpoint (tools/test.py does not initialise).
-            model.init_weights()
-            self._weights_ready = True
-        load_full_checkpoint(model, state, filename,
-                             record_of(checkpoint),
-                             self.allow_other_backbone)
+        # A checkpoint without the frozen backbone gets the config's
+        # pretrained one (tools/test.py never initialises the model).
+        small = load_training_checkpoint(model, checkpoint, state, filename,
+                                         self.allow_other_backbone,
+                                         self._weights_ready)
+        self._weights_ready = self._weights_ready or small
         self._has_loaded = True
         self._loaded_checkpoint = checkpoint
         if verified:

@@ -191,7 +191,6 @@ class VPTCheckpointHook(CheckpointHook):
         from .checkpoints import (
             CHECKPOINT_META_KEY,
             checkpoint_record,
-            frozen_keys,
             omit_frozen,
         )
         # Periodic saves gathered every process's state just before; any
@@ -204,15 +203,12 @@ class VPTCheckpointHook(CheckpointHook):
         checkpoint['rng_state'] = states
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        # Only when parameters are frozen: full fine-tuning keeps whole
-        # checkpoints even if some buffer sits outside every tuned module.
-        params = {name for name, _ in model.named_parameters()}
-        omits = not self.save_frozen and bool(frozen_keys(model) & params)
-        if omits:
-            checkpoint['state_dict'] = omit_frozen(model,
-                                                   checkpoint['state_dict'])
+        small = None if self.save_frozen else omit_frozen(
+            model, checkpoint['state_dict'])
+        if small is not None:
+            checkpoint['state_dict'] = small
         checkpoint['meta'][CHECKPOINT_META_KEY] = checkpoint_record(
-            model, checkpoint, omits)
+            model, checkpoint, small is not None)
 
     def before_val(self, runner) -> None:
         self._val_rng = rng_state()

@@ -127,8 +127,9 @@ def checkpoint_sizes(model: nn.Module, optim_wrapper: dict) -> Tuple[int, int]:
     wrapper.step()
     wrapper.zero_grad()
     state = model.state_dict()
+    small = omit_frozen(model, state)
     sizes = []
-    for weights in (omit_frozen(model, state), state):
+    for weights in (state if small is None else small, state):
         buffer = io.BytesIO()
         torch.save(dict(state_dict=weights, optimizer=wrapper.state_dict()),
                    buffer)
