@@ -41,7 +41,6 @@ from .checkpoints import (
 from .integrity import set_rng_state
 from .registry import RUNNERS
 from .runner import (
-    apply_data_root,
     apply_task,
     check_cached_features,
     random_transforms,
@@ -118,7 +117,6 @@ class VPTRunner(Runner):
         ``num_classes``."""
         cfg = copy.deepcopy(cfg)
         apply_task(cfg)
-        apply_data_root(cfg)
         check_cached_features(cfg)
         return super().from_cfg(cfg)
 

@@ -80,16 +80,17 @@ def apply_task(cfg: Config, task: Optional[str] = None) -> None:
     The config's top-level ``task`` key (or ``task`` given here, e.g. from
     ``--task``) decides everything that depends on it: the ``task`` of every
     VTAB1k / FGVC dataset in the dataloaders (hence its folder under the
-    data root) and the head's ``num_classes``; the top-level ``data_root``
-    becomes every benchmark dataset's (:func:`apply_data_root`). A task of
-    the wrong benchmark for the config is an error. Configs without
-    ``task`` are left alone.
+    data root) and the head's ``num_classes``. A task of the wrong
+    benchmark for the config is an error. The top-level ``data_root``
+    reaches every dataset that has one (:func:`apply_data_root`), in any
+    config.
 
     Args:
         cfg (Config): The merged config, changed in place.
         task (str, optional): Task overriding ``cfg.task``.
     """
     from .datasets import get_task
+    apply_data_root(cfg)
     if task is not None:
         cfg.task = task
     task = cfg.get('task', None)
@@ -109,7 +110,6 @@ def apply_task(cfg: Config, task: Optional[str] = None) -> None:
                 f'{CONFIG_FOLDERS[info.benchmark]}/')
         dataset.task = task
         found = True
-    apply_data_root(cfg)
     if not found:
         raise ValueError(f'The config selects task={task!r}, but none of its '
                          'dataloaders reads a VTAB1k or FGVC dataset')
