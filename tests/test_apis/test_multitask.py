@@ -169,3 +169,20 @@ def test_swin_tasks_in_one_batch(out_type, merging):
         torch.testing.assert_close(scores[j],
                                    single((a, b, c)[t], x[j:j + 1])[0],
                                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('backbone', [
+    dict(type='PromptedViT', arch=ARCH, img_size=32, patch_size=8),
+    dict(type='PromptedSwin', img_size=32, window_size=4, out_indices=(1, ),
+         arch=dict(embed_dims=16, depths=[2, 2], num_heads=[2, 4]),
+         out_type='avg_featmap'),
+])
+def test_prefix_tasks_are_refused(backbone):
+    from vpt_mm.apis.multitask import sharing_problem
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(backbone, prompt_cfg=dict(num_tokens=2, deep=True,
+                                                location='prefix')),
+        head=dict(type='LinearClsHead', num_classes=3, in_channels=32,
+                  loss=dict(type='CrossEntropyLoss'))))
+    assert "prompt location 'prefix'" in sharing_problem(model)

@@ -267,3 +267,183 @@ def test_prompt_init_bound_from_the_stage_1_width():
         emb = model.prompt[stage].embeddings
         assert emb.abs().max() <= bound
         assert emb.abs().max() > 0.9 * bound
+
+
+# --- Fused form (image tokens attend over the prompts' keys/values) ------
+
+def swin_pair(prompt_cfg, **kwargs):
+    """The same random model in token form and in fused form."""
+    torch.manual_seed(0)
+    token = tiny_swin(prompt_cfg, fuse_prompts=False, **kwargs)
+    fused = tiny_swin(prompt_cfg, fuse_prompts=True, **kwargs)
+    with torch.no_grad():  # prompts at the scale of image tokens
+        for prompt in token.prompt.values():
+            prompt.embeddings.normal_()
+    fused.load_state_dict(token.state_dict())
+    return token, fused
+
+
+def test_which_blocks_are_fused():
+    """A block is fused where its prompt outputs are discarded: replaced at
+    the next block, dropped at patch merging, or never pooled."""
+    deep = dict(num_tokens=3, deep=True)
+    assert tiny_swin(deep).fused_layers == (0, 1, 2, 3)
+    assert tiny_swin(deep, out_type='avg_all',
+                     out_indices=(1, )).fused_layers == (0, 1, 2)
+    assert tiny_swin(deep, out_type='avg_featmap',
+                     out_indices=(1, )).fused_layers == (0, 1, 2, 3)
+    assert tiny_swin(dict(num_tokens=3)).fused_layers == ()  # shallow
+    # Block 2 ends stage 1: carried prompts reach block 3 (not prompted).
+    assert tiny_swin(dict(num_tokens=3, layers=(1, 2))).fused_layers == (0, )
+    assert tiny_swin(dict(num_tokens=3, layers=(1, 2)),
+                     prompt_merging='drop').fused_layers == (0, 1)
+    assert tiny_swin(deep, fuse_prompts=False).fused_layers == ()
+
+
+@pytest.mark.parametrize('merging', ['carry', 'drop'])
+@pytest.mark.parametrize('out_type', ['featmap', 'avg_all', 'avg_featmap'])
+def test_fused_outputs_equal_token_form(merging, out_type):
+    """At inputs whose stage-1 maps need no padding (32: 8x8, shifted
+    windows), padding (40: 10x10 -> 12x12) and a non-square one."""
+    kwargs = dict(prompt_merging=merging, out_type=out_type)
+    if out_type != 'featmap':
+        kwargs['out_indices'] = (1, )
+    token, fused = swin_pair(dict(num_tokens=3, deep=True, dropout=0.0),
+                             **kwargs)
+    assert fused.fused_layers and not token.fused_layers
+    token.eval()
+    fused.eval()
+    for size in [(32, 32), (40, 40), (32, 48)]:
+        x = torch.randn(2, 3, *size)
+        with torch.no_grad():
+            for a, b in zip(token(x), fused(x)):
+                assert a.shape == b.shape
+                torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('prompt_cfg', [
+    dict(num_tokens=3, deep=True, dropout=0.0),
+    dict(num_tokens=2, layers=(1, 3), dropout=0.0),
+    dict(num_tokens=3, deep=True, share='inter', dropout=0.0),
+    dict(num_tokens=3, deep=True, dropout=0.3),  # per-sample masks
+])
+def test_fused_prompt_gradients_equal_token_form(prompt_cfg):
+    token, fused = swin_pair(prompt_cfg, out_type='avg_all',
+                             out_indices=(1, ))
+    grads = []
+    for model in (token, fused):
+        model.train()
+        model.zero_grad()
+        torch.manual_seed(3)  # the same dropout masks in both forms
+        out = model(torch.randn(3, 3, 40, 32, generator=torch.Generator(
+        ).manual_seed(2)))[0]
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        grads.append({n: p.grad.clone()
+                      for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    assert any('prompt.' in k for k in grads[0])
+    for name in grads[0]:
+        assert grads[0][name].abs().sum() > 0
+        torch.testing.assert_close(grads[1][name], grads[0][name],
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_fused_batch_independence_and_eval_cache():
+    token, fused = swin_pair(dict(num_tokens=3, deep=True))
+    token.eval()
+    fused.eval()
+    x = torch.randn(3, 3, 40, 40)
+    with torch.no_grad():
+        batch = fused(x)
+        assert len(fused._kv_cache._kv) == 4  # one entry per fused block
+        for i in range(3):
+            for b, a in zip(batch, fused(x[i:i + 1])):
+                torch.testing.assert_close(b[i:i + 1], a, atol=1e-5,
+                                           rtol=1e-5)
+        for model in (token, fused):  # an in-place update of the prompts
+            model.prompt['1'].embeddings.mul_(0.5)
+        for a, b in zip(token(x), fused(x)):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(fused(x)[1], batch[1])
+
+
+def test_fused_switch_is_reversible():
+    token, model = swin_pair(dict(num_tokens=2, deep=True))
+    token.eval()
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = token(x)[1]
+        for enabled in (False, True, True, False, True):
+            model.fuse(enabled)
+            assert bool(model.fused_layers) == enabled
+            torch.testing.assert_close(model(x)[1], expected, atol=1e-5,
+                                       rtol=1e-5)
+
+
+# --- VPT-prefix ----------------------------------------------------------
+
+def test_swin_prefix_with_the_prompts_keys_values_is_vpt_deep():
+    """A prefix holding the keys/values VPT-Deep's prompts make gives
+    VPT-Deep's outputs, in every stage (stage widths and heads differ)."""
+    from vpt_mm.backbones.swin import swin_prompt_kv
+    deep, _ = swin_pair(dict(num_tokens=3, deep=True))
+    prefix = tiny_swin(dict(num_tokens=3, deep=True, location='prefix'))
+    assert prefix.fused_layers == (0, 1, 2, 3)
+    prefix.load_state_dict({k: v for k, v in deep.state_dict().items()
+                            if not k.startswith('prompt.')}, strict=False)
+    deep.eval()
+    prefix.eval()
+    with torch.no_grad():
+        for i, stage in enumerate(deep.stages):
+            for j, block in enumerate(stage.blocks):
+                prompts = deep.prompt[str(i)].layer_prompts(j, 1)
+                k, v = swin_prompt_kv(block, prompts)
+                table = prefix.prompt[str(i)]
+                table.keys[j] = k[0].transpose(0, 1).reshape(3, -1)
+                table.values[j] = v[0].transpose(0, 1).reshape(3, -1)
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        for a, b in zip(deep(x), prefix(x)):
+            torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_swin_prefix_trains_counts_and_refuses_prompt_pooling():
+    from vpt_mm.tuning import count_parameters
+    model = tiny_swin(dict(num_tokens=4, layers=(2, 3), location='prefix'))
+    assert model.fused_layers == (1, 2)
+    model.fuse(False)  # no token form: still the prefix blocks
+    assert model.fused_layers == (1, 2)
+    # Block 2 (stage 1, width 16) and block 3 (stage 2, width 32), keys and
+    # values, p=4 each.
+    assert count_parameters(model).tuned == {'prompt': 2 * 4 * (16 + 32)}
+    model.train()
+    out = model(torch.randn(2, 3, 32, 32))[1]
+    (out * torch.randn_like(out)).sum().backward()
+    for prompt in model.prompt.values():
+        assert prompt.keys.grad.abs().sum() > 0
+        assert prompt.values.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="use out_type='avg_featmap'"):
+        tiny_swin(dict(num_tokens=2, location='prefix'), out_type='avg_all',
+                  out_indices=(1, ))
+
+
+# --- Activation checkpointing -------------------------------------------
+
+@pytest.mark.parametrize('fuse', [True, False])
+def test_with_cp_gives_the_same_outputs_and_gradients(fuse):
+    grads = []
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        model = tiny_swin(dict(num_tokens=3, deep=True, dropout=0.2),
+                          fuse_prompts=fuse, with_cp=with_cp,
+                          out_type='avg_all', out_indices=(1, ))
+        model.train()
+        torch.manual_seed(5)
+        out = model(torch.ones(2, 3, 32, 32))[0]
+        out.square().sum().backward()
+        grads.append((out.detach(), [p.grad for p in model.parameters()
+                                     if p.requires_grad]))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(b, a)

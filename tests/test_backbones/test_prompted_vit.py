@@ -248,3 +248,22 @@ def test_bad_arguments(kwargs, match):
     kwargs.setdefault('prompt_cfg', dict(num_tokens=2))
     with pytest.raises(ValueError, match=match):
         tiny_vit(**kwargs)
+
+
+@pytest.mark.parametrize('fuse', [True, False])
+def test_with_cp_gives_the_same_outputs_and_gradients(fuse):
+    """Activation checkpointing reruns the frozen layers in backward; the
+    outputs, prompt and head gradients are those without it."""
+    results = []
+    for with_cp in (False, True):
+        torch.manual_seed(0)
+        model = tiny_vit(dict(num_tokens=3, deep=True, dropout=0.2),
+                         fuse_prompts=fuse, with_cp=with_cp)
+        model.train()
+        torch.manual_seed(5)
+        out = model(torch.ones(2, 3, 32, 32))[0]
+        out.square().sum().backward()
+        results.append((out.detach(), model.prompt.embeddings.grad))
+    assert results[0][1].abs().sum() > 0
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1])

@@ -119,9 +119,11 @@ def sharing_problem(model: nn.Module) -> Optional[str]:
                 'the shared frozen one, so it cannot share a batch (serve '
                 'Bias, VPT+Bias, Partial, Adapter and Full tasks with a model '
                 'of their own)')
-    if is_vit and backbone.prompt.location != 'prepend':
-        return (f'prompt location {backbone.prompt.location!r}; multi-task '
-                "batches take 'prepend' prompts")
+    location = (backbone.prompt.location if is_vit else getattr(
+        backbone, 'prompt_location', 'prepend'))
+    if location != 'prepend':
+        return (f'prompt location {location!r}; multi-task batches take '
+                "'prepend' prompts")
     return None
 
 

@@ -19,8 +19,9 @@ from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
 from ..prompts import PromptConfig, VisualPrompt
+from ..prompts.fused import KV, PromptKVCache, checkpointed
 from ..registry import register_model
-from ..validation import require_str
+from ..validation import require_bool, require_str
 from .frozen import FrozenBackboneMixin
 
 #: What happens to prompt outputs at patch merging.
@@ -51,17 +52,106 @@ def merge_prompts(downsample: nn.Module,
     return downsample.reduction(y)
 
 
+def _windows(attn: nn.Module, x: torch.Tensor, hw_shape: Sequence[int]
+             ) -> Tuple[torch.Tensor, Optional[torch.Tensor], tuple]:
+    """Pad, cyclically shift and partition image tokens into windows, as
+    mmpretrain's ``ShiftWindowMSA``.
+
+    Returns:
+        tuple: The windows (B * nW, M*M, C), laid out sample-major; the
+        shift mask (nW, M*M, M*M) or None; the geometry for
+        :func:`_unwindow`.
+    """
+    B, L, C = x.shape
+    H, W = int(hw_shape[0]), int(hw_shape[1])
+    ws, shift = attn.window_size, attn.shift_size
+    if min(H, W) == ws:
+        shift = shift if attn.pad_small_map else 0
+    elif min(H, W) < ws and not attn.pad_small_map:
+        raise ValueError(
+            f'Swin feature map ({H}, {W}) is smaller than the window size '
+            f'{ws}; set pad_small_map=True or use a larger input')
+    x = x.view(B, H, W, C)
+    pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
+    x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+    Hp, Wp = x.shape[1], x.shape[2]
+    if shift > 0:
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+    shift_mask = attn.get_attn_mask((Hp, Wp), ws, shift, device=x.device)
+    windows = attn.window_partition(x, ws).view(-1, ws * ws, C)
+    return windows, shift_mask, (B, H, W, Hp, Wp, shift)
+
+
+def _unwindow(attn: nn.Module, windows: torch.Tensor,
+              geometry: tuple) -> torch.Tensor:
+    """Inverse of :func:`_windows`: (B * nW, M*M, C) -> (B, H*W, C)."""
+    B, H, W, Hp, Wp, shift = geometry
+    ws, C = attn.window_size, windows.shape[-1]
+    x = attn.window_reverse(windows.reshape(-1, ws, ws, C), Hp, Wp, ws)
+    if shift > 0:
+        x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+    return x[:, :H, :W, :].reshape(B, H * W, C)
+
+
+def _window_sdpa(msa: nn.Module, q: torch.Tensor, k: torch.Tensor,
+                 v: torch.Tensor, shift_mask: Optional[torch.Tensor],
+                 p: int, key_off: Optional[torch.Tensor] = None
+                 ) -> torch.Tensor:
+    """Window attention with p prompt keys in front of the window's keys.
+
+    The relative position bias applies between window tokens only; prompts
+    have no position, so every pair involving a prompt gets bias 0, and the
+    shift mask separates image regions only (prompts attend to, and are
+    attended by, every token of their window). Queries are the window's
+    tokens, with the prompts in front of them (token form) or without
+    (fused form).
+
+    Args:
+        msa (WindowMSA): The block's window attention (its bias table,
+            scale and dropout).
+        q (torch.Tensor): (B * nW, heads, Tq, dh) queries, Tq = p + M*M or
+            M*M.
+        k, v (torch.Tensor): (B * nW, heads, p + M*M, dh).
+        shift_mask (torch.Tensor, optional): (nW, M*M, M*M).
+        p (int): Number of prompt keys.
+        key_off (torch.Tensor, optional): (B * nW, p + M*M) additive key
+            mask (0 or -inf).
+
+    Returns:
+        torch.Tensor: (B * nW, heads, Tq, dh).
+    """
+    BnW, heads, Tq, _ = q.shape
+    N = k.shape[2] - p
+    pad = (p, 0, Tq - N, 0)
+    bias = msa.relative_position_bias_table[
+        msa.relative_position_index.view(-1)].view(N, N, heads)
+    bias = F.pad(bias.permute(2, 0, 1), pad).unsqueeze(0)
+    if shift_mask is not None:
+        # (nW, heads, Tq, Tk) repeated for every sample: a 4-D mask keeps
+        # SDPA on its fused CPU/GPU kernels (a 5-D batch does not).
+        nW = shift_mask.shape[0]
+        bias = bias + F.pad(shift_mask, pad)[:, None]
+        bias = bias.repeat(BnW // nW, 1, 1, 1)
+    if key_off is not None:
+        bias = bias + key_off[:, None, None, :]
+    drop = msa.attn_drop.p if msa.training else 0.0
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop,
+        scale=msa.scale)
+
+
 def _window_attention(attn: nn.Module,
                       x: torch.Tensor,
                       hw_shape: Sequence[int],
                       prompts: torch.Tensor,
                       prompt_keep: Optional[torch.Tensor] = None
                       ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Shifted-window self-attention with prompts in every window.
+    """Shifted-window self-attention with prompts in every window (the
+    token form).
 
     Mirrors mmpretrain's ``ShiftWindowMSA`` (padding, cyclic shift, window
     partition, relative position bias, shift mask) and prepends each
-    sample's prompts to each of that sample's windows.
+    sample's prompts to each of that sample's windows (:func:`_window_sdpa`).
 
     Args:
         attn (ShiftWindowMSA): The block's attention module.
@@ -77,70 +167,113 @@ def _window_attention(attn: nn.Module,
         (B, H*W, C) and the prompt outputs (B, p, C), averaged over the
         sample's windows.
     """
-    B, L, C = x.shape
-    H, W = int(hw_shape[0]), int(hw_shape[1])
+    B, _, C = x.shape
     p = prompts.shape[1]
-    ws, shift = attn.window_size, attn.shift_size
-    if min(H, W) == ws:
-        shift = shift if attn.pad_small_map else 0
-    elif min(H, W) < ws and not attn.pad_small_map:
-        raise ValueError(
-            f'Swin feature map ({H}, {W}) is smaller than the window size '
-            f'{ws}; set pad_small_map=True or use a larger input')
-    x = x.view(B, H, W, C)
-    pad_r, pad_b = (ws - W % ws) % ws, (ws - H % ws) % ws
-    x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-    Hp, Wp = x.shape[1], x.shape[2]
-    if shift > 0:
-        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-    shift_mask = attn.get_attn_mask((Hp, Wp), ws, shift, device=x.device)
-
+    windows, shift_mask, geometry = _windows(attn, x, hw_shape)
     # Windows are laid out sample-major, (B * nW, N, C), so the prompts of
     # sample b go to windows b * nW ... (b + 1) * nW - 1 and nowhere else.
-    windows = attn.window_partition(x, ws).view(-1, ws * ws, C)
     nW = windows.shape[0] // B
-    N, T = ws * ws, p + ws * ws
+    N, T = windows.shape[1], p + windows.shape[1]
     tokens = torch.cat(
         [prompts.unsqueeze(1).expand(B, nW, p, C).reshape(B * nW, p, C),
          windows], dim=1)
-
     msa = attn.w_msa
     heads = msa.num_heads
     qkv = msa.qkv(tokens).reshape(B * nW, T, 3, heads, C // heads)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    # Relative position bias between window tokens only; prompts have no
-    # position, so every pair involving a prompt gets bias 0.
-    bias = msa.relative_position_bias_table[
-        msa.relative_position_index.view(-1)].view(N, N, heads)
-    bias = F.pad(bias.permute(2, 0, 1), (p, 0, p, 0))
-    if shift_mask is not None:
-        # The shift mask separates image regions only: prompts attend to,
-        # and are attended by, every token of their window.
-        bias = bias.unsqueeze(0) + F.pad(shift_mask, (p, 0, p, 0))[:, None]
-        q, k, v = (t.reshape(B, nW, heads, T, -1) for t in (q, k, v))
-    bias = bias.to(q.dtype)
+    key_off = None
     if prompt_keep is not None:
         # Padded prompt positions are never attended to (as keys).
         keys = F.pad(prompt_keep, (0, N), value=True)
-        off = torch.zeros(keys.shape, dtype=q.dtype, device=q.device)
-        off = off.masked_fill(~keys, float('-inf'))
-        if shift_mask is not None:  # q: (B, nW, heads, T, dh)
-            bias = bias + off[:, None, None, None, :]
-        else:  # q: (B * nW, heads, T, dh)
-            bias = bias + off.repeat_interleave(nW, 0)[:, None, None, :]
-    drop = msa.attn_drop.p if msa.training else 0.0
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias, dropout_p=drop, scale=msa.scale)
-    out = out.reshape(B * nW, heads, T, -1).transpose(1, 2).reshape(
-        B * nW, T, C)
+        key_off = torch.zeros(keys.shape, dtype=q.dtype, device=q.device)
+        key_off = key_off.masked_fill(~keys, float('-inf'))
+        key_off = key_off.repeat_interleave(nW, 0)
+    out = _window_sdpa(msa, q, k, v, shift_mask, p, key_off)
+    out = out.transpose(1, 2).reshape(B * nW, T, C)
     out = msa.proj_drop(msa.proj(out))
-
     prompt_out = out[:, :p].reshape(B, nW, p, C).mean(dim=1)
-    x = attn.window_reverse(out[:, p:].reshape(-1, ws, ws, C), Hp, Wp, ws)
-    if shift > 0:
-        x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-    x = x[:, :H, :W, :].reshape(B, H * W, C)
-    return x, prompt_out
+    return _unwindow(attn, out[:, p:], geometry), prompt_out
+
+
+def _fused_window_attention(attn: nn.Module, x: torch.Tensor,
+                            hw_shape: Sequence[int], kv: KV) -> torch.Tensor:
+    """Shifted-window attention of the image tokens over the prompts'
+    keys/values as well (the fused form): equal to the image-token outputs
+    of :func:`_window_attention` with those prompts.
+
+    Args:
+        attn (ShiftWindowMSA): The block's attention module.
+        x (torch.Tensor): (B, H*W, C) normalised image tokens.
+        hw_shape (Sequence[int]): (H, W).
+        kv (tuple): Prompt keys and values, each (B', heads, p, dh) with
+            B' = 1 (shared by the batch) or B (:func:`swin_prompt_kv`, or
+            learnt by VPT-prefix).
+
+    Returns:
+        torch.Tensor: (B, H*W, C).
+    """
+    B, _, C = x.shape
+    windows, shift_mask, geometry = _windows(attn, x, hw_shape)
+    BnW, N, _ = windows.shape
+    msa = attn.w_msa
+    heads = msa.num_heads
+    dh = C // heads
+    # Queries and keys/values from two slices of the frozen projection, as
+    # in the ViT fused form: nothing holds the window keys/values twice.
+    weight, bias = msa.qkv.weight, msa.qkv.bias
+    q = F.linear(windows, weight[:C], None if bias is None else bias[:C])
+    kvw = F.linear(windows, weight[C:], None if bias is None else bias[C:])
+    q = q.reshape(BnW, N, heads, dh).transpose(1, 2)
+    kvw = kvw.reshape(BnW, N, 2, heads, dh).permute(2, 0, 3, 1, 4)
+    pk, pv = kv
+    p = pk.shape[2]
+
+    def per_window(t: torch.Tensor) -> torch.Tensor:
+        # A sample's prompt K/V go to each of its nW windows.
+        t = t.to(q.dtype).unsqueeze(1).expand(B, BnW // B, heads, p, dh)
+        return t.reshape(BnW, heads, p, dh)
+
+    k = torch.cat([per_window(pk), kvw[0]], dim=2)
+    v = torch.cat([per_window(pv), kvw[1]], dim=2)
+    del kvw
+    out = _window_sdpa(msa, q, k, v, shift_mask, p)
+    out = out.transpose(1, 2).reshape(BnW, N, C)
+    out = msa.proj_drop(msa.proj(out))
+    return _unwindow(attn, out, geometry)
+
+
+def swin_prompt_kv(block: nn.Module, prompts: torch.Tensor) -> KV:
+    """Keys and values of a Swin block's prompts.
+
+    Args:
+        block (SwinBlock): The block.
+        prompts (torch.Tensor): (B', p, C) prompts at the block input.
+
+    Returns:
+        tuple[torch.Tensor, torch.Tensor]: K and V, each (B', heads, p,
+        C / heads), the same in every window.
+    """
+    msa = block.attn.w_msa
+    b, p, C = prompts.shape
+    weight, bias = msa.qkv.weight, msa.qkv.bias
+    kv = F.linear(block.norm1(prompts), weight[C:],
+                  None if bias is None else bias[C:])
+    kv = kv.reshape(b, p, 2, msa.num_heads, C // msa.num_heads)
+    return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+
+
+def fused_swin_block(block: nn.Module, x: torch.Tensor,
+                     hw_shape: Sequence[int], kv: KV) -> torch.Tensor:
+    """Run an mmpretrain ``SwinBlock`` on the image tokens alone, attending
+    over its prompts' keys/values too (:func:`_fused_window_attention`).
+
+    Equal to the image-token outputs of :func:`prompted_swin_block` for a
+    block whose prompt outputs are discarded: the prompts' queries,
+    projection, norms and FFN are never computed.
+    """
+    y = _fused_window_attention(block.attn, block.norm1(x), hw_shape, kv)
+    x = x + block.attn.drop(y)
+    return block.ffn(block.norm2(x), identity=x)
 
 
 def prompted_swin_block(block: nn.Module,
@@ -260,6 +393,7 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                  trainable: Sequence[str] = (),
                  prompt_merging: str = 'carry',
                  out_type: str = 'featmap',
+                 fuse_prompts: bool = True,
                  **kwargs) -> None:
         super().__init__(arch=arch, img_size=img_size, **kwargs)
         if require_str('prompt_merging', prompt_merging) not in \
@@ -277,12 +411,18 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
         self.prompt_merging = prompt_merging
         self.out_type = out_type
         cfg = PromptConfig.from_dict(prompt_cfg or {})
-        if cfg.location != 'prepend' or cfg.init != 'random':
+        if cfg.location not in ('prepend', 'prefix') or cfg.init != 'random':
             raise ValueError(
-                "PromptedSwin supports prompt_cfg location='prepend' with "
-                f"init='random', got location={cfg.location!r}, "
-                f'init={cfg.init!r}')
+                "PromptedSwin supports prompt_cfg location='prepend' or "
+                f"'prefix' with init='random', got location="
+                f'{cfg.location!r}, init={cfg.init!r}')
+        if cfg.location == 'prefix' and out_type == 'avg_all':
+            raise ValueError(
+                "out_type 'avg_all' pools prompt tokens, but prompt location "
+                "'prefix' adds none; use out_type='avg_featmap'")
+        self.prompt_location = cfg.location
         blocks = cfg.layer_ids(sum(self.depths))
+        self.prompted_blocks = tuple(blocks)
         patch_size = self.patch_embed.projection.kernel_size
         self.prompt = nn.ModuleDict()
         first = 0
@@ -302,7 +442,40 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                     init_dims=self.embed_dims)
             first += depth
             res = ((res[0] + 1) // 2, (res[1] + 1) // 2)
+        self._kv_cache = PromptKVCache()
+        self.fuse(require_bool('fuse_prompts', fuse_prompts))
         self.init_frozen_backbone(freeze_backbone, trainable)
+
+    def fuse(self, enabled: bool = True) -> None:
+        """Switch between the fused and the token form of the prompts (see
+        the class description); exact both ways, at any time.
+
+        Args:
+            enabled (bool): Fused form where exact (True) or the token form
+                everywhere (False). Defaults to True.
+        """
+        if self.prompt_location == 'prefix':
+            # Learnt keys/values have no token form: always "fused".
+            fused = self.prompted_blocks
+        elif enabled:
+            fused = tuple(b for b in self.prompted_blocks
+                          if not self._reads_prompt_outputs(b))
+        else:
+            fused = ()
+        self.fuse_prompts = bool(enabled)
+        self.fused_layers = fused
+        self._kv_cache.clear()
+
+    def _reads_prompt_outputs(self, block: int) -> bool:
+        """Whether anything reads the prompt outputs of global block
+        ``block`` (the next block, through a patch merging when carried, or
+        the pooled output)."""
+        if block == sum(self.depths) - 1:
+            return self.out_type == 'avg_all'
+        if block + 1 in self.prompted_blocks:
+            return False  # replaced at the next block's input
+        stage_ends = set(torch.tensor(self.depths).cumsum(0).sub(1).tolist())
+        return not (block in stage_ends and self.prompt_merging == 'drop')
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """Forward images (B, C, H, W) to the ``out_indices`` feature maps."""
@@ -316,17 +489,28 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
 
         outs = []
         prompts = None
+        cache_state: list = []
+        first = 0
         for i, stage in enumerate(self.stages):
             prompt = self.prompt[str(i)] if str(i) in self.prompt else None
             for j, block in enumerate(stage.blocks):
+                if first + j in self.fused_layers:
+                    kv = self._prompt_kv(prompt, j, first + j, block, x,
+                                         cache_state)
+                    x = checkpointed(block.with_cp, fused_swin_block, block,
+                                     x, hw_shape, kv)
+                    prompts = None  # never read (see _reads_prompt_outputs)
+                    continue
                 if prompt is not None and j in prompt.layer_ids:
                     prompts = prompt.layer_prompts(j, B).expand(
                         B, -1, -1).to(x.dtype)
                 if prompts is None:
                     x = block(x, hw_shape)
                 else:
-                    x, prompts = prompted_swin_block(block, x, hw_shape,
-                                                     prompts)
+                    x, prompts = checkpointed(block.with_cp,
+                                              prompted_swin_block, block, x,
+                                              hw_shape, prompts)
+            first += len(stage.blocks)
             if stage.downsample is not None and self.out_after_downsample:
                 x, hw_shape, prompts = self._merge(stage, x, hw_shape,
                                                    prompts)
@@ -336,6 +520,19 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                 x, hw_shape, prompts = self._merge(stage, x, hw_shape,
                                                    prompts)
         return tuple(outs)
+
+    def _prompt_kv(self, prompt: VisualPrompt, j: int, index: int,
+                   block: nn.Module, x: torch.Tensor, state: list) -> KV:
+        """Keys/values of the prompts of a stage's block ``j`` (global
+        block ``index``; learnt, for VPT-prefix), cached while constant
+        (:class:`PromptKVCache`)."""
+        heads = block.attn.w_msa.num_heads
+        if prompt.location == 'prefix':
+            k, v = prompt.prefix_kv(j, heads, x.shape[0])
+            return k.to(x.dtype), v.to(x.dtype)
+        prompts = prompt.layer_prompts(j, x.shape[0]).to(x.dtype)
+        return self._kv_cache.kv(self, state, index, prompts,
+                                 lambda p: swin_prompt_kv(block, p))
 
     def _merge(self, stage: nn.Module, x: torch.Tensor,
                hw_shape: Sequence[int], prompts: Optional[torch.Tensor]

@@ -14,6 +14,7 @@ from ..prompts import VisualPrompt
 from ..prompts.fused import (
     PromptKVCache,
     check_fusable,
+    checkpointed,
     fused_layer_forward,
     prompt_kv,
 )
@@ -80,6 +81,10 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             ``[r'(^|\.)bias$']`` for VPT + Bias. Defaults to ().
         fuse_prompts (bool): Use the fused form where it is exact.
             Defaults to True.
+        with_cp (bool): Activation checkpointing of every layer that
+            gradients flow through (as mmpretrain's Swin ``with_cp``): less
+            training memory for one more forward of those layers, same
+            results. Defaults to False.
         **kwargs: Other arguments of mmpretrain's ``VisionTransformer``.
 
     Examples:
@@ -104,6 +109,7 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
                  freeze_backbone: bool = True,
                  trainable: Sequence[str] = (),
                  fuse_prompts: bool = True,
+                 with_cp: bool = False,
                  **kwargs) -> None:
         super().__init__(
             arch=arch,
@@ -137,6 +143,7 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
                 and self.patch_embed.norm is not None):
             raise ValueError("prompt location 'concat-channel' needs a patch "
                              'embedding without norm')
+        self.with_cp = require_bool('with_cp', with_cp)
         self._kv_cache = PromptKVCache()
         self.fuse(require_bool('fuse_prompts', fuse_prompts))
         self.init_frozen_backbone(freeze_backbone, trainable)
@@ -190,17 +197,9 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             return k.to(x.dtype), v.to(x.dtype)
         prompts = self.prompt.layer_prompts(i, batch_size,
                                             self._embed_pixels)
-        constant = prompts.shape[0] == 1 and not torch.is_grad_enabled()
-        if not constant:
-            return prompt_kv(self.layers[i], prompts.to(x.dtype))
-        if not state:
-            state.append(
-                self._kv_cache.state_of(list(self.parameters()), x))
-        kv = self._kv_cache.get(state[0], i)
-        if kv is None:
-            kv = prompt_kv(self.layers[i], prompts.to(x.dtype))
-            self._kv_cache.put(i, kv)
-        return kv
+        return self._kv_cache.kv(
+            self, state, i, prompts.to(x.dtype),
+            lambda p: prompt_kv(self.layers[i], p))
 
     def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embed pixel-space prompt patches with the frozen projection."""
@@ -234,11 +233,12 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             if i in self.fused_layers:
                 x = self.prompt.strip(x, n, patch_resolution)
                 kv = self._prompt_kv(i, B, x, cache_state)
-                x = fused_layer_forward(layer, x, kv)
+                x = checkpointed(self.with_cp, fused_layer_forward, layer,
+                                 x, kv)
             else:
                 x = self.prompt.insert(
                     x, i, n, hw=patch_resolution, embed=self._embed_pixels)
-                x = layer(x)
+                x = checkpointed(self.with_cp, layer, x)
 
             if i == len(self.layers) - 1 and self.final_norm:
                 x = self.ln1(x)

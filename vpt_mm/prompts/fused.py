@@ -17,11 +17,12 @@ The functions here work on an mmpretrain ``TransformerEncoderLayer``
 """
 from __future__ import annotations
 
-from typing import Dict, Hashable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 KV = Tuple[torch.Tensor, torch.Tensor]
 
@@ -108,6 +109,24 @@ def fused_layer_forward(layer: nn.Module,
     return layer.ffn(layer.ln2(x), identity=x)
 
 
+def checkpointed(enabled: bool, fn: Callable, *args: Any) -> Any:
+    """``fn(*args)``, through activation checkpointing (non-reentrant) when
+    ``enabled`` and gradients flow through a tensor argument (tuples of
+    tensors included): only the arguments are kept, and the forward is run
+    again during backward. Frozen layers are deterministic in eval mode
+    (and the RNG state is restored for the rerun), so results are the
+    same as without it.
+    """
+    if not enabled or not torch.is_grad_enabled():
+        return fn(*args)
+    tensors = [t for a in args
+               for t in (a if isinstance(a, (tuple, list)) else (a, ))]
+    if not any(isinstance(t, torch.Tensor) and t.requires_grad
+               for t in tensors):
+        return fn(*args)
+    return checkpoint(fn, *args, use_reentrant=False)
+
+
 class PromptKVCache:
     """Prompt keys/values of eval-mode forwards, reused across batches.
 
@@ -131,6 +150,32 @@ class PromptKVCache:
         dtype = torch.get_autocast_dtype(device) if autocast else None
         return (x.device, x.dtype, autocast, dtype,
                 tuple((p.data_ptr(), p._version) for p in params))
+
+    def kv(self, model: nn.Module, state: list, layer_id: int,
+           prompts: torch.Tensor,
+           compute: Callable[[torch.Tensor], KV]) -> KV:
+        """Keys/values of a layer's prompts: ``compute(prompts)``, taken from
+        the cache while they are constant (one prompt set for the batch and
+        no gradients).
+
+        Args:
+            model (nn.Module): The model whose parameters the keys/values
+                depend on.
+            state (list): Empty at the first call of a forward pass; holds
+                that pass's state key afterwards (computed once per pass).
+            layer_id (int): The cache entry.
+            prompts (torch.Tensor): (B', p, d) prompts in the input's dtype.
+            compute (Callable): Prompts -> (K, V).
+        """
+        if prompts.shape[0] != 1 or torch.is_grad_enabled():
+            return compute(prompts)
+        if not state:
+            state.append(self.state_of(list(model.parameters()), prompts))
+        kv = self.get(state[0], layer_id)
+        if kv is None:
+            kv = compute(prompts)
+            self.put(layer_id, kv)
+        return kv
 
     def get(self, state: Hashable, layer_id: int) -> Optional[KV]:
         if state != self._state:
