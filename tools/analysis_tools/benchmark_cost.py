@@ -2,8 +2,9 @@
 paper's Table 12 and Fig. 18-19.
 
 For Full, Linear, VPT-Shallow, VPT-Deep (token and fused form,
-vpt_mm/prompts/fused.py) and VPT-prefix (ViT) at several prompt lengths,
-it measures:
+vpt_mm/prompts/fused.py, and with ``--forms ... fused+cp`` the fused form
+with activation checkpointing) and VPT-prefix (ViT and Swin) at several
+prompt lengths, it measures:
 
 - training latency: one step (forward, loss, backward, SGD with momentum),
   ms per image, median of ``--repeats`` after a warm-up step;
@@ -14,7 +15,10 @@ it measures:
   in use once the model is built (libraries, weights, input) is recorded
   too, and the table also gives the ratio of what training adds on top of
   it ("step memory"), which on CPU is otherwise dominated by the shared
-  libraries and the frozen weights.
+  libraries and the frozen weights;
+- what autograd saves for the backward pass of one training forward
+  ("saved MB", :func:`vpt_mm.tuning.saved_activations`): exact, and free of
+  the allocator's retention of freed memory that peak RSS includes.
 
 With ``--interleave`` the times come instead from one process that holds
 every variant and times one step of each in turn, which keeps the ratios
@@ -32,6 +36,7 @@ Example:
 """
 import argparse
 import copy
+import inspect
 import json
 import os
 import os.path as osp
@@ -44,16 +49,19 @@ import torch
 from mmengine.config import DictAction
 
 import vpt_mm  # noqa: F401  (compatibility fixes first, registration)
+from vpt_mm.tuning import saved_activations
 
 METHODS = ('full', 'linear', 'shallow', 'deep', 'prefix')
+FORMS = ('token', 'fused', 'fused+cp')
 TITLES = dict(full='Full', linear='Linear', shallow='VPT-Shallow',
               deep='VPT-Deep', prefix='VPT-prefix')
 
 
 def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
-                scope: str = 'mmpretrain'):
+                scope: str = 'mmpretrain', with_cp: bool = False):
     """The model of one protocol (an mmpretrain classifier or an mmseg
-    segmentor), without pretrained weights."""
+    segmentor), without pretrained weights; ``with_cp``: activation
+    checkpointing of the prompted backbone's blocks."""
     from mmengine.model.utils import revert_sync_batchnorm
     from mmengine.registry import MODELS, init_default_scope
 
@@ -70,10 +78,18 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
         plain = next(b for b in cls.__mro__
                      if b.__module__.startswith('mmpretrain'))
         backbone['type'] = f'mmpretrain.{plain.__name__}'
-        for key in ('prompt_cfg', 'freeze_backbone', 'fuse_prompts'):
-            backbone.pop(key, None)
-        if backbone.get('out_type') in ('avg_prompt', 'avg_all'):
-            backbone['out_type'] = 'cls_token'
+        # Drop what only the prompted subclass takes (prompt_cfg,
+        # prompt_merging, with_cp of PromptedViT, ...).
+        accepted = inspect.signature(plain.__init__).parameters
+        out_type = backbone.get('out_type')
+        for key in list(backbone):
+            if key not in accepted and key != 'type':
+                backbone.pop(key)
+        if out_type in ('avg_prompt', 'avg_all', 'avg_featmap'):
+            if 'out_type' in accepted:  # ViT: its own [CLS] feature
+                backbone['out_type'] = 'cls_token'
+            else:  # Swin: pool its feature map
+                cfg['neck'] = dict(type='GlobalAveragePooling')
     else:
         prompt_cfg = dict(backbone.get('prompt_cfg') or {})
         prompt_cfg.update(num_tokens=num_tokens,
@@ -82,9 +98,14 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
         if method == 'prefix':  # learnt keys/values at every layer
             prompt_cfg['location'] = 'prefix'
             prompt_cfg.pop('proj_dim', None)
+            if backbone.get('out_type') in ('avg_prompt', 'avg_all'):
+                # No prompt tokens to pool: the image tokens' mean.
+                backbone['out_type'] = 'avg_featmap'
         backbone.update(prompt_cfg=prompt_cfg)
         if fused or has_fused_form(backbone['type']):
             backbone.update(fuse_prompts=fused)
+        if with_cp:
+            backbone.update(with_cp=True)
     model = revert_sync_batchnorm(MODELS.build(cfg))
     if method == 'linear':
         for p in model.backbone.parameters():
@@ -93,7 +114,8 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
 
 
 def has_fused_form(backbone_type: str) -> bool:
-    """Whether a prompted backbone has the fused form (PromptedViT)."""
+    """Whether a prompted backbone has the fused form (PromptedViT,
+    PromptedSwin)."""
     from vpt_mm.registry import PRETRAIN_MODELS
     return hasattr(PRETRAIN_MODELS.get(backbone_type), 'fuse')
 
@@ -137,7 +159,8 @@ def prepare(job: dict):
     """Build the model of a job and return its step function."""
     device = job['device']
     model = build_model(job['model'], job['method'], job['num_tokens'],
-                        job['fused'], job['scope']).to(device)
+                        job['fused'], job['scope'],
+                        job.get('with_cp', False)).to(device)
     batch, size = job['batch_size'], job['img_size']
     x = torch.rand(batch, 3, *size, device=device)
     samples = make_samples(model, batch, size, device)
@@ -146,11 +169,20 @@ def prepare(job: dict):
         params = [p for p in model.parameters() if p.requires_grad]
         optim = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
 
+        def loss():
+            return sum(model(x, samples, mode='loss').values())
+
         def step():
             optim.zero_grad()
-            loss = sum(model(x, samples, mode='loss').values())
-            loss.backward()
+            loss().backward()
             optim.step()
+
+        def saved_mb() -> float:
+            with saved_activations(model) as saved:
+                loss()
+            return sum(saved.values()) / 2**20
+
+        step.saved_mb = saved_mb
     else:
         model.eval()
 
@@ -182,8 +214,10 @@ def measure(job: dict) -> dict:
     step()  # warm-up
     times = sorted(timed(step, device) for _ in range(job['repeats']))
     ms = 1000 * times[len(times) // 2] / job['batch_size']
-    return dict(ms_per_img=ms, peak_mb=peak_memory_mb(device),
-                base_mb=base_mb)
+    peak = peak_memory_mb(device)  # before the count's extra forward
+    saved = step.saved_mb() if hasattr(step, 'saved_mb') else None
+    return dict(ms_per_img=ms, peak_mb=peak, base_mb=base_mb,
+                saved_mb=saved)
 
 
 def measure_interleaved(jobs: List[dict]) -> List[float]:
@@ -228,8 +262,13 @@ def variants(methods: List[str], tokens: List[int],
         for p in tokens:
             # VPT-Shallow has nothing to fuse: its prompts interact with the
             # image from layer 1 on; VPT-prefix has no token form.
-            only = dict(shallow=['token'], prefix=['fused']).get(method)
-            for form in (only or forms):
+            if method == 'shallow':
+                chosen = ['token']
+            elif method == 'prefix':
+                chosen = [f for f in forms if f != 'token'] or ['fused']
+            else:
+                chosen = forms
+            for form in chosen:
                 out.append(dict(method=method, num_tokens=p, form=form))
     return out
 
@@ -252,25 +291,31 @@ def step_mb(row: dict) -> Optional[float]:
 
 
 def report(rows: List[dict]) -> str:
+    """The table: costs and their ratios to Full (training) and to the
+    frozen backbone (inference, the Linear row)."""
     full = next((r for r in rows if r['method'] == 'full'), None)
     frozen = next((r for r in rows if r['method'] == 'linear'), None)
+
+    def of_full(r: dict, key: str) -> str:
+        return ratio(r['train'][key], full and full['train'][key])
+
     lines = [
-        '| method | p | form | train ms/img | train peak MB | infer ms/img '
-        '| infer peak MB | train time / Full | train mem / Full '
-        '| train step mem / Full | infer time / frozen |',
-        '|---|---|---|---|---|---|---|---|---|---|---|',
+        '| method | p | form | train ms/img | train / Full | train peak MB '
+        '| peak / Full | step mem / Full | saved MB | saved / Full '
+        '| infer ms/img | infer / frozen |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     for r in rows:
+        train, infer = r['train'], r['infer']
         lines.append(
             f'| {TITLES[r["method"]]} | {r["num_tokens"] or "-"} | '
-            f'{r["form"]} | {fmt(r["train"]["ms_per_img"])} | '
-            f'{fmt(r["train"]["peak_mb"], 0)} | '
-            f'{fmt(r["infer"]["ms_per_img"])} | '
-            f'{fmt(r["infer"]["peak_mb"], 0)} | '
-            f'{ratio(r["train"]["ms_per_img"], full and full["train"]["ms_per_img"])} | '  # noqa: E501
-            f'{ratio(r["train"]["peak_mb"], full and full["train"]["peak_mb"])} | '  # noqa: E501
+            f'{r["form"]} | {fmt(train["ms_per_img"])} | '
+            f'{of_full(r, "ms_per_img")} | {fmt(train["peak_mb"], 0)} | '
+            f'{of_full(r, "peak_mb")} | '
             f'{ratio(step_mb(r), full and step_mb(full))} | '
-            f'{ratio(r["infer"]["ms_per_img"], frozen and frozen["infer"]["ms_per_img"])} |'  # noqa: E501
+            f'{fmt(train.get("saved_mb"))} | {of_full(r, "saved_mb")} | '
+            f'{fmt(infer["ms_per_img"])} | '
+            f'{ratio(infer["ms_per_img"], frozen and frozen["infer"]["ms_per_img"])} |'  # noqa: E501
         )
     return '\n'.join(lines)
 
@@ -322,8 +367,9 @@ def parse_args() -> argparse.Namespace:
         '--methods', nargs='+', choices=METHODS,
         help='default: all (VPT-prefix with ViT configs only)')
     parser.add_argument(
-        '--forms', nargs='+', choices=['token', 'fused'],
-        default=['token', 'fused'])
+        '--forms', nargs='+', choices=FORMS, default=['token', 'fused'],
+        help="'fused+cp': the fused form with activation checkpointing "
+        '(with_cp=True)')
     parser.add_argument(
         '--repeats', type=int, default=3, help='timed training steps')
     parser.add_argument(
@@ -369,7 +415,7 @@ def main() -> None:
     forms = args.forms
     methods = args.methods or list(METHODS)
     if not has_fused_form(model_cfg['backbone']['type']):
-        forms = ['token']  # only PromptedViT has a fused form
+        forms = ['token']  # only PromptedViT and PromptedSwin have one
         if args.methods is None:  # nor VPT-prefix
             methods.remove('prefix')
     rows: List[Dict] = [
@@ -381,7 +427,8 @@ def main() -> None:
                                                    'mmpretrain'),
                     method=row['method'],
                     num_tokens=row['num_tokens'],
-                    fused=row['form'] == 'fused', mode=mode,
+                    fused=row['form'] != 'token',
+                    with_cp=row['form'] == 'fused+cp', mode=mode,
                     batch_size=args.batch_size, img_size=size[:2],
                     repeats=repeats, device=args.device)
 
@@ -409,14 +456,16 @@ def main() -> None:
         for mode in ('train', 'infer'):
             runs = results.get((i, mode))
             if not runs:
-                row[mode] = dict(ms_per_img=None, peak_mb=None, base_mb=None)
+                row[mode] = dict(ms_per_img=None, peak_mb=None, base_mb=None,
+                                 saved_mb=None)
                 continue
             times = sorted(r['ms_per_img'] for r in runs)
             row[mode] = dict(
                 ms_per_img=interleaved.get((i, mode),
                                            times[len(times) // 2]),
                 peak_mb=max(r['peak_mb'] for r in runs),
-                base_mb=min(r['base_mb'] for r in runs))
+                base_mb=min(r['base_mb'] for r in runs),
+                saved_mb=runs[0]['saved_mb'])
     device = (torch.cuda.get_device_name() if args.device == 'cuda' else
               f'CPU ({os.cpu_count()} cores)')
     timing = ('interleaved in one process' if args.interleave else

@@ -4,6 +4,7 @@ from .accounting import (
     checkpoint_sizes,
     count_parameters,
     format_param_count,
+    saved_activations,
 )
 from .classifier import TunedClassifier
 from .modules import Adapter, MlpClsHead, SideNetwork, add_adapters
@@ -20,6 +21,7 @@ __all__ = [
     'BIAS', 'PROTOCOLS', 'Adapter', 'MlpClsHead', 'ParamCount', 'Protocol',
     'SideNetwork', 'TunedClassifier', 'add_adapters', 'backbone_patterns',
     'count_parameters', 'format_param_count', 'checkpoint_sizes',
+    'saved_activations',
     'set_frozen_modes',
     'set_trainable'
 ]

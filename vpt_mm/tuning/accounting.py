@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, Iterator, Tuple
 
 import torch
 import torch.nn as nn
@@ -135,3 +136,38 @@ def checkpoint_sizes(model: nn.Module, optim_wrapper: dict) -> Tuple[int, int]:
                    buffer)
         sizes.append(buffer.tell())
     return sizes[0], sizes[1]
+
+
+
+@contextmanager
+def saved_activations(model: nn.Module) -> Iterator[Dict[int, int]]:
+    """Record what autograd saves for the backward pass of the forward run
+    inside the ``with`` block: a dict, storage address -> bytes.
+
+    Each storage counts once (views share it); the model's parameters and
+    buffers (e.g. a frozen weight saved, transposed, for an input
+    gradient) are left out, as they are held anyway. With activation
+    checkpointing (``with_cp``) only what the checkpoints keep is seen,
+    their inputs. Exact and independent of the allocator, unlike peak
+    memory.
+
+    Args:
+        model (nn.Module): The model whose tensors to leave out.
+
+    Examples:
+        >>> with saved_activations(model) as saved:
+        ...     loss = model(x).sum()
+        >>> mb = sum(saved.values()) / 2**20
+    """
+    held = {t.untyped_storage().data_ptr()
+            for t in list(model.parameters()) + list(model.buffers())}
+    saved: Dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in held:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield saved
