@@ -353,9 +353,25 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
       prompt and image tokens, (B, C) (the benchmark configs use it, with no
       neck); ``'avg_featmap'``: the mean over its image tokens only.
 
-    Only ``location='prepend'`` with ``init='random'`` applies to Swin;
-    other settings raise :class:`ValueError`. The frozen-backbone contract
-    is that of :class:`~vpt_mm.backbones.PromptedViT`.
+    - **Fused form** (``fuse_prompts=True``, the default). A block whose
+      prompt outputs nobody reads (see :meth:`_reads_prompt_outputs`: every
+      VPT-Deep block but the last under ``avg_all``) runs on the image
+      tokens alone: each window attends over [its sample's prompt keys and
+      values; the window's], with the bias and shift mask above
+      (:func:`fused_swin_block`). The prompt keys/values are computed once
+      per block, not once per window, and cached in eval mode; outputs and
+      prompt gradients equal the token form's up to float rounding.
+      :attr:`fused_layers` lists the fused blocks (global indices).
+    - **VPT-prefix** (``location='prefix'``): each prompted block learns its
+      keys and values directly (``prompt.<stage>.keys`` / ``.values``) and
+      always runs fused; there are no prompt tokens, so ``avg_all`` is
+      refused.
+
+    Only ``location='prepend'`` or ``'prefix'`` with ``init='random'``
+    applies to Swin; other settings raise :class:`ValueError`. The
+    frozen-backbone contract is that of
+    :class:`~vpt_mm.backbones.PromptedViT`. mmpretrain's ``with_cp`` also
+    checkpoints the prompted blocks.
 
     Args:
         arch (str | dict): mmpretrain Swin arch (``'tiny'``, ``'small'``,
@@ -372,6 +388,8 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
             text). Defaults to ``'carry'``.
         out_type (str): ``'featmap'``, ``'avg_all'`` or ``'avg_featmap'``.
             Defaults to ``'featmap'``.
+        fuse_prompts (bool): Use the fused form where it is exact.
+            Defaults to True.
         **kwargs: Other arguments of mmpretrain's ``SwinTransformer``
             (``window_size``, ``out_indices``, ``pad_small_map``, ...).
 
