@@ -408,7 +408,9 @@ def test_swin_prefix_with_the_prompts_keys_values_is_vpt_deep():
             torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
-def test_swin_prefix_trains_counts_and_refuses_prompt_pooling():
+def test_swin_prefix_trains_counts_saves_and_refuses_prompt_pooling(
+        tmp_path):
+    from vpt_mm.checkpoints import load_tuned, save_tuned
     from vpt_mm.tuning import count_parameters
     model = tiny_swin(dict(num_tokens=4, layers=(2, 3), location='prefix'))
     assert model.fused_layers == (1, 2)
@@ -423,6 +425,18 @@ def test_swin_prefix_trains_counts_and_refuses_prompt_pooling():
     for prompt in model.prompt.values():
         assert prompt.keys.grad.abs().sum() > 0
         assert prompt.values.grad.abs().sum() > 0
+    path = str(tmp_path / 'prefix.safetensors')
+    assert set(save_tuned(model, path)) == {
+        f'prompt.{i}.{t}' for i in '01' for t in ('keys', 'values')}
+    other = tiny_swin(dict(num_tokens=4, layers=(2, 3), location='prefix'))
+    other.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if not k.startswith('prompt.')}, strict=False)
+    load_tuned(other, path)
+    model.eval()
+    other.eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(other(x)[1], model(x)[1])
     with pytest.raises(ValueError, match="use out_type='avg_featmap'"):
         tiny_swin(dict(num_tokens=2, location='prefix'), out_type='avg_all',
                   out_indices=(1, ))

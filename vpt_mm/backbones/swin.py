@@ -10,6 +10,7 @@ averages the final prompt tokens with the image tokens; the paper's text
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -492,7 +493,7 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
             return self.out_type == 'avg_all'
         if block + 1 in self.prompted_blocks:
             return False  # replaced at the next block's input
-        stage_ends = set(torch.tensor(self.depths).cumsum(0).sub(1).tolist())
+        stage_ends = {end - 1 for end in itertools.accumulate(self.depths)}
         return not (block in stage_ends and self.prompt_merging == 'drop')
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
