@@ -20,7 +20,7 @@ from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
 from ..prompts import PromptConfig, VisualPrompt
-from ..prompts.fused import KV, PromptKVCache, checkpointed
+from ..prompts.fused import KV, PromptKVCache, checkpointed, project_heads
 from ..registry import register_model
 from ..validation import require_bool, require_str
 from .frozen import FrozenBackboneMixin
@@ -219,13 +219,8 @@ def _fused_window_attention(attn: nn.Module, x: torch.Tensor,
     msa = attn.w_msa
     heads = msa.num_heads
     dh = C // heads
-    # Queries and keys/values from two slices of the frozen projection, as
-    # in the ViT fused form: nothing holds the window keys/values twice.
-    weight, bias = msa.qkv.weight, msa.qkv.bias
-    q = F.linear(windows, weight[:C], None if bias is None else bias[:C])
-    kvw = F.linear(windows, weight[C:], None if bias is None else bias[C:])
-    q = q.reshape(BnW, N, heads, dh).transpose(1, 2)
-    kvw = kvw.reshape(BnW, N, 2, heads, dh).permute(2, 0, 3, 1, 4)
+    q = project_heads(msa.qkv, windows, heads, 'q')[0]
+    kvw = project_heads(msa.qkv, windows, heads, 'kv')
     pk, pv = kv
     p = pk.shape[2]
 
@@ -255,12 +250,8 @@ def swin_prompt_kv(block: nn.Module, prompts: torch.Tensor) -> KV:
         C / heads), the same in every window.
     """
     msa = block.attn.w_msa
-    b, p, C = prompts.shape
-    weight, bias = msa.qkv.weight, msa.qkv.bias
-    kv = F.linear(block.norm1(prompts), weight[C:],
-                  None if bias is None else bias[C:])
-    kv = kv.reshape(b, p, 2, msa.num_heads, C // msa.num_heads)
-    return kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+    k, v = project_heads(msa.qkv, block.norm1(prompts), msa.num_heads, 'kv')
+    return k, v
 
 
 def fused_swin_block(block: nn.Module, x: torch.Tensor,

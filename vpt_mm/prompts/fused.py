@@ -12,8 +12,12 @@ mode (no prompt dropout) the prompt keys/values are computed once per batch,
 or once for all batches (:class:`PromptKVCache`). The image-token outputs
 are those of the token form up to float rounding.
 
-The functions here work on an mmpretrain ``TransformerEncoderLayer``
-(``ln1``, ``attn.qkv``, ``attn.proj``, ``ffn``, ``ln2``).
+The layer functions here work on an mmpretrain ``TransformerEncoderLayer``
+(``ln1``, ``attn.qkv``, ``attn.proj``, ``ffn``, ``ln2``); the Swin form
+(windows, relative position bias, shift mask) is in
+:mod:`vpt_mm.backbones.swin` and shares :func:`project_heads`,
+:class:`PromptKVCache` and :func:`checkpointed` (activation checkpointing,
+``with_cp``).
 """
 from __future__ import annotations
 
@@ -41,6 +45,34 @@ def check_fusable(layer: nn.Module) -> None:
                         'attention; use fuse_prompts=False')
 
 
+def project_heads(qkv: nn.Linear, x: torch.Tensor, heads: int,
+                  part: str) -> torch.Tensor:
+    """The queries (``part='q'``) or the keys and values (``'kv'``) of
+    tokens through a qkv projection, per head.
+
+    Only that slice of the projection is computed (same FLOPs as the whole
+    one for both parts): a fused layer computes its tokens' queries and
+    keys/values apart, so that after the keys/values are concatenated with
+    the prompts' nothing holds them twice and autograd keeps q and the
+    concatenated K/V only, as in the token form.
+
+    Args:
+        qkv (nn.Linear): The projection, d -> 3d, rows [q; k; v].
+        x (torch.Tensor): (B, N, d) tokens.
+        heads (int): Number of attention heads.
+        part (str): ``'q'`` or ``'kv'``.
+
+    Returns:
+        torch.Tensor: (1 or 2, B, heads, N, d / heads).
+    """
+    d = qkv.in_features
+    rows = slice(0, d) if part == 'q' else slice(d, 3 * d)
+    bias = None if qkv.bias is None else qkv.bias[rows]
+    out = F.linear(x, qkv.weight[rows], bias)
+    B, N = x.shape[:2]
+    return out.reshape(B, N, -1, heads, d // heads).permute(2, 0, 3, 1, 4)
+
+
 def prompt_kv(layer: nn.Module, prompts: torch.Tensor) -> KV:
     """Keys and values of a layer's prompts.
 
@@ -53,11 +85,8 @@ def prompt_kv(layer: nn.Module, prompts: torch.Tensor) -> KV:
         tuple[torch.Tensor, torch.Tensor]: K and V, each (B', heads, p,
         head_dims).
     """
-    attn = layer.attn
-    b, p, _ = prompts.shape
-    qkv = attn.qkv(layer.ln1(prompts)).reshape(b, p, 3, attn.num_heads,
-                                               attn.head_dims)
-    k, v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+    k, v = project_heads(layer.attn.qkv, layer.ln1(prompts),
+                         layer.attn.num_heads, 'kv')
     return k, v
 
 
@@ -84,17 +113,9 @@ def fused_layer_forward(layer: nn.Module,
     """
     attn = layer.attn
     B, N, C = x.shape
-    H, dh = attn.num_heads, attn.head_dims
     h = layer.ln1(x)
-    # Queries and keys/values from two slices of the frozen qkv projection
-    # (same FLOPs as one): after the concatenation below nothing holds the
-    # token keys/values twice, so autograd keeps q and the concatenated
-    # K/V only, as in the token form.
-    weight, bias = attn.qkv.weight, attn.qkv.bias
-    q = F.linear(h, weight[:C], None if bias is None else bias[:C])
-    kv = F.linear(h, weight[C:], None if bias is None else bias[C:])
-    q = q.reshape(B, N, H, dh).transpose(1, 2)
-    kv = kv.reshape(B, N, 2, H, dh).permute(2, 0, 3, 1, 4)
+    q = project_heads(attn.qkv, h, attn.num_heads, 'q')[0]
+    kv = project_heads(attn.qkv, h, attn.num_heads, 'kv')
     pk, pv = kv_prompts
     k = torch.cat([pk.to(kv.dtype).expand(B, -1, -1, -1), kv[0]], dim=2)
     v = torch.cat([pv.to(kv.dtype).expand(B, -1, -1, -1), kv[1]], dim=2)
