@@ -34,7 +34,7 @@ def test_bf16_training_keeps_fp32_master_weights():
     before = model.prompt.embeddings.detach().clone()
     x = torch.randn(2, 3, 32, 32)
     dtypes = []
-    model.layers[1].attn.qkv.register_forward_hook(
+    model.layers[1].attn.proj.register_forward_hook(
         lambda m, i, out: dtypes.append(out.dtype))
     for _ in range(2):
         with wrapper.optim_context(full):
