@@ -171,6 +171,35 @@ def test_swin_tasks_in_one_batch(out_type, merging):
                                    atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize('out_type, fused_blocks', [('avg_all', 3),
+                                                    ('featmap', 4)])
+def test_swin_deep_tasks_run_fused(out_type, fused_blocks, monkeypatch):
+    """VPT-Deep Swin tasks of two lengths: every block whose prompt outputs
+    no task reads runs fused, with per-sample prompt K/V and the shorter
+    set's padding masked; the last block under avg_all (its prompts are
+    pooled) runs in the token form."""
+    from vpt_mm.apis import multitask
+    calls = []
+    real = multitask.fused_swin_block
+    monkeypatch.setattr(multitask, 'fused_swin_block',
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    a = swin_task(dict(num_tokens=3, deep=True), 3, 0, out_type=out_type)
+    b = swin_task(dict(num_tokens=5, deep=True), 4, 1, a, out_type=out_type)
+    server = MultiTaskClassifier(dict(a=a, b=b))
+    x = torch.randn(4, 3, 56, 56)
+    tasks = [1, 0, 0, 1]
+    scores = server(x, tasks)
+    assert len(calls) == fused_blocks
+    for j, t in enumerate(tasks):
+        torch.testing.assert_close(scores[j],
+                                   single((a, b)[t], x[j:j + 1])[0],
+                                   atol=1e-5, rtol=1e-5)
+    calls.clear()
+    alone = server(x[1:3], [0, 0])  # one task: no padding, no mask
+    assert len(calls) == fused_blocks
+    torch.testing.assert_close(alone[0], scores[1], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize('backbone', [
     dict(type='PromptedViT', arch=ARCH, img_size=32, patch_size=8),
     dict(type='PromptedSwin', img_size=32, window_size=4, out_indices=(1, ),

@@ -23,7 +23,9 @@ belong to different tasks in one forward pass:
 For ``PromptedSwin`` each sample's prompts (padded to the longest set, the
 padding masked as keys) join every window of that sample, flow through the
 patch mergings (``prompt_merging='carry'``) or are dropped there, and enter
-``avg_all`` pooling as that sample's own prompts. For the ConvNets
+``avg_all`` pooling as that sample's own prompts; a block that every
+task of the batch fuses (``PromptedSwin.fused_layers``) runs in the fused
+form, with per-sample prompt keys/values. For the ConvNets
 (``PromptedConvNeXt``, ``PromptedResNet``) each sample is framed by its own
 task's pixel prompt; the frame widens the input, so tasks with frames of
 one width share a backbone pass, one pass per width.
@@ -35,7 +37,7 @@ not the sequence).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -48,10 +50,15 @@ from ..backbones import (
     PromptedSwin,
     PromptedViT,
 )
-from ..backbones.swin import merge_prompts, prompted_swin_block
+from ..backbones.swin import (
+    fused_swin_block,
+    merge_prompts,
+    prompted_swin_block,
+    swin_prompt_kv,
+)
 from ..checkpoints import frozen_fingerprint, tuned_state_dict
 from ..prompts import VisualPrompt
-from ..prompts.fused import fused_layer_forward, prompt_kv
+from ..prompts.fused import KV, fused_layer_forward, prompt_kv
 
 __all__ = ['MultiTaskClassifier', 'masked_layer_forward', 'sharing_problem']
 
@@ -178,9 +185,12 @@ class MultiTaskClassifier(nn.Module):
         self.heads = nn.ModuleList(models[n].head for n in names)
         self.is_vit = isinstance(self.backbone, PromptedViT)
         self.is_swin = isinstance(self.backbone, PromptedSwin)
-        self._fusable = [
-            _fusable(p, self.backbone.num_layers) for p in self.prompts
-        ] if self.is_vit else []
+        if self.is_vit:
+            self._fusable = [_fusable(p, self.backbone.num_layers)
+                             for p in self.prompts]
+        else:  # Swin: each task's own fused blocks (global indices)
+            self._fusable = [set(getattr(models[n].backbone, 'fused_layers',
+                                         ())) for n in names]
         self.eval()
 
     def task_index(self, name: str) -> int:
@@ -232,10 +242,29 @@ class MultiTaskClassifier(nn.Module):
         width = max(p.num_tokens for stage in stage_prompts
                     for p in stage.values())
         valid = torch.zeros(B, width, dtype=torch.bool, device=x.device)
+        lengths = torch.zeros(len(self.prompts), width, dtype=torch.bool,
+                              device=x.device)
+        for t in present:
+            num_tokens = next(iter(self.prompts[t].values())).num_tokens
+            lengths[t, :num_tokens] = True
         slots = None
         outs = []
+        first = 0
         for i, stage in enumerate(swin.stages):
             for j, block in enumerate(stage.blocks):
+                if all(first + j in self._fusable[t] for t in present):
+                    # Every task's prompts here are replaced at the input
+                    # and never read: the fused form, per-sample K/V.
+                    kv = self._batch_prompt_kv(
+                        stage_prompts[i],
+                        lambda p: swin_prompt_kv(
+                            block, p.layer_prompts(j, 1).to(x.dtype)),
+                        tasks, width)
+                    keep = lengths[tasks]
+                    x = fused_swin_block(block, x, hw, kv,
+                                         None if bool(keep.all()) else keep)
+                    slots, valid = None, torch.zeros_like(valid)
+                    continue
                 entering = {t: p for t, p in stage_prompts[i].items()
                             if j in p.layer_ids}
                 if entering:
@@ -251,6 +280,7 @@ class MultiTaskClassifier(nn.Module):
                 else:
                     keep = None if bool(valid.all()) else valid
                     x, slots = prompted_swin_block(block, x, hw, slots, keep)
+            first += len(stage.blocks)
             merge = stage.downsample is not None
             if merge and swin.out_after_downsample:
                 x, hw, slots, valid = self._swin_merge(stage, x, hw, slots,
@@ -359,8 +389,11 @@ class MultiTaskClassifier(nn.Module):
             # faster attention kernels, bit for bit the single-task form).
             mask_needed = not bool(valid.all())
             if all(i in self._fusable[t] for t in present):
-                kv = self._batch_prompt_kv(layer, i, present, tasks, width,
-                                           x)
+                kv = self._batch_prompt_kv(
+                    {t: self.prompts[t] for t in present},
+                    lambda p: prompt_kv(
+                        layer, p.layer_prompts(i, 1).to(x.dtype)),
+                    tasks, width)
                 keep = torch.cat([valid, ones], dim=1) if mask_needed \
                     else None
                 x = fused_layer_forward(layer, x, kv, key_mask=keep)
@@ -380,24 +413,31 @@ class MultiTaskClassifier(nn.Module):
                 x = vit.ln1(x)
         return x[:, 0]
 
-    def _batch_prompt_kv(self, layer: nn.Module, i: int, present: List[int],
-                         tasks: torch.Tensor, width: int,
-                         x: torch.Tensor) -> Tuple[torch.Tensor,
-                                                   torch.Tensor]:
-        """Each sample's prompt keys/values at layer ``i``, padded to
+    def _batch_prompt_kv(self, prompts: Dict[int, VisualPrompt],
+                         kv_of: Callable[[VisualPrompt], KV],
+                         tasks: torch.Tensor, width: int) -> KV:
+        """Each sample's prompt keys/values at a layer, padded to
         ``width``: (B, heads, width, head_dims) each, or (1, ...) when the
-        batch holds one task."""
-        attn = layer.attn
-        if len(present) == 1:
-            prompt = self.prompts[present[0]]
-            return prompt_kv(layer, prompt.layer_prompts(i, 1).to(x.dtype))
-        shape = (len(self.prompts), attn.num_heads, width, attn.head_dims)
-        k, v = x.new_zeros(shape), x.new_zeros(shape)
-        for t in present:
-            prompt = self.prompts[t]
-            pk, pv = prompt_kv(layer, prompt.layer_prompts(i, 1).to(x.dtype))
-            k[t, :, :prompt.num_tokens] = pk[0]
-            v[t, :, :prompt.num_tokens] = pv[0]
+        batch holds one task.
+
+        Args:
+            prompts (dict): Task index -> its prompt module, for the tasks
+                present.
+            kv_of (Callable): A prompt module -> its (1, heads, p, dh) keys
+                and values at this layer.
+            tasks (torch.Tensor): (B,) task index of each sample.
+            width (int): The padded prompt length.
+        """
+        kvs = {t: kv_of(prompt) for t, prompt in prompts.items()}
+        if len(kvs) == 1:
+            return next(iter(kvs.values()))
+        like = next(iter(kvs.values()))[0]
+        _, heads, _, dh = like.shape
+        k = like.new_zeros(len(self.prompts), heads, width, dh)
+        v = like.new_zeros(len(self.prompts), heads, width, dh)
+        for t, (pk, pv) in kvs.items():
+            k[t, :, :pk.shape[2]] = pk[0]
+            v[t, :, :pv.shape[2]] = pv[0]
         return k[tasks], v[tasks]
 
     @torch.no_grad()

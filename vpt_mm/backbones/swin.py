@@ -141,6 +141,19 @@ def _window_sdpa(msa: nn.Module, q: torch.Tensor, k: torch.Tensor,
         scale=msa.scale)
 
 
+def _key_off(prompt_keep: Optional[torch.Tensor], N: int, nW: int,
+             dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """The additive key mask (B * nW, p + N) of each window: -inf at the
+    prompt positions a sample does not attend to (padding of a batch that
+    mixes prompt sets of several lengths), 0 elsewhere; None without
+    ``prompt_keep`` (B, p)."""
+    if prompt_keep is None:
+        return None
+    keys = F.pad(prompt_keep, (0, N), value=True)
+    off = torch.zeros(keys.shape, dtype=dtype, device=keys.device)
+    return off.masked_fill(~keys, float('-inf')).repeat_interleave(nW, 0)
+
+
 def _window_attention(attn: nn.Module,
                       x: torch.Tensor,
                       hw_shape: Sequence[int],
@@ -182,13 +195,7 @@ def _window_attention(attn: nn.Module,
     heads = msa.num_heads
     qkv = msa.qkv(tokens).reshape(B * nW, T, 3, heads, C // heads)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    key_off = None
-    if prompt_keep is not None:
-        # Padded prompt positions are never attended to (as keys).
-        keys = F.pad(prompt_keep, (0, N), value=True)
-        key_off = torch.zeros(keys.shape, dtype=q.dtype, device=q.device)
-        key_off = key_off.masked_fill(~keys, float('-inf'))
-        key_off = key_off.repeat_interleave(nW, 0)
+    key_off = _key_off(prompt_keep, N, nW, q.dtype)
     out = _window_sdpa(msa, q, k, v, shift_mask, p, key_off)
     out = out.transpose(1, 2).reshape(B * nW, T, C)
     out = msa.proj_drop(msa.proj(out))
@@ -197,7 +204,9 @@ def _window_attention(attn: nn.Module,
 
 
 def _fused_window_attention(attn: nn.Module, x: torch.Tensor,
-                            hw_shape: Sequence[int], kv: KV) -> torch.Tensor:
+                            hw_shape: Sequence[int], kv: KV,
+                            prompt_keep: Optional[torch.Tensor] = None
+                            ) -> torch.Tensor:
     """Shifted-window attention of the image tokens over the prompts'
     keys/values as well (the fused form): equal to the image-token outputs
     of :func:`_window_attention` with those prompts.
@@ -209,6 +218,8 @@ def _fused_window_attention(attn: nn.Module, x: torch.Tensor,
         kv (tuple): Prompt keys and values, each (B', heads, p, dh) with
             B' = 1 (shared by the batch) or B (:func:`swin_prompt_kv`, or
             learnt by VPT-prefix).
+        prompt_keep (torch.Tensor, optional): (B, p) bool, the prompt keys
+            each sample attends to (see :func:`_window_attention`).
 
     Returns:
         torch.Tensor: (B, H*W, C).
@@ -232,7 +243,8 @@ def _fused_window_attention(attn: nn.Module, x: torch.Tensor,
     k = torch.cat([per_window(pk), kvw[0]], dim=2)
     v = torch.cat([per_window(pv), kvw[1]], dim=2)
     del kvw
-    out = _window_sdpa(msa, q, k, v, shift_mask, p)
+    out = _window_sdpa(msa, q, k, v, shift_mask, p,
+                       _key_off(prompt_keep, N, BnW // B, q.dtype))
     out = out.transpose(1, 2).reshape(BnW, N, C)
     out = msa.proj_drop(msa.proj(out))
     return _unwindow(attn, out, geometry)
@@ -255,15 +267,19 @@ def swin_prompt_kv(block: nn.Module, prompts: torch.Tensor) -> KV:
 
 
 def fused_swin_block(block: nn.Module, x: torch.Tensor,
-                     hw_shape: Sequence[int], kv: KV) -> torch.Tensor:
+                     hw_shape: Sequence[int], kv: KV,
+                     prompt_keep: Optional[torch.Tensor] = None
+                     ) -> torch.Tensor:
     """Run an mmpretrain ``SwinBlock`` on the image tokens alone, attending
-    over its prompts' keys/values too (:func:`_fused_window_attention`).
+    over its prompts' keys/values too (:func:`_fused_window_attention`;
+    ``prompt_keep`` masks padded prompt keys).
 
     Equal to the image-token outputs of :func:`prompted_swin_block` for a
     block whose prompt outputs are discarded: the prompts' queries,
     projection, norms and FFN are never computed.
     """
-    y = _fused_window_attention(block.attn, block.norm1(x), hw_shape, kv)
+    y = _fused_window_attention(block.attn, block.norm1(x), hw_shape, kv,
+                                prompt_keep)
     x = x + block.attn.drop(y)
     return block.ffn(block.norm2(x), identity=x)
 
