@@ -171,6 +171,18 @@ def test_swin_tasks_in_one_batch(out_type, merging):
                                    atol=1e-5, rtol=1e-5)
 
 
+def test_swin_tasks_with_other_merging_or_pooling_are_refused():
+    a = swin_task(dict(num_tokens=3, deep=True), 3, 0)
+    drop = swin_task(dict(num_tokens=3, deep=True), 3, 1, a,
+                     prompt_merging='drop')
+    with pytest.raises(ValueError, match="prompt_merging='drop'"):
+        MultiTaskClassifier(dict(a=a, drop=drop))
+    pooled = swin_task(dict(num_tokens=3, deep=True), 3, 1, a,
+                       out_type='featmap')
+    with pytest.raises(ValueError, match="out_type='featmap'"):
+        MultiTaskClassifier(dict(a=a, pooled=pooled))
+
+
 @pytest.mark.parametrize('out_type, fused_blocks', [('avg_all', 3),
                                                     ('featmap', 4)])
 def test_swin_deep_tasks_run_fused(out_type, fused_blocks, monkeypatch):

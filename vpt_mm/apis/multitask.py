@@ -169,6 +169,16 @@ class MultiTaskClassifier(nn.Module):
                     f'backbone, task {names[0]!r} a '
                     f'{type(first.backbone).__name__}: tasks share a batch '
                     'only on one backbone')
+            if isinstance(first.backbone, PromptedSwin):
+                for key in ('prompt_merging', 'out_type'):
+                    mine, theirs = (getattr(m.backbone, key)
+                                    for m in (model, first))
+                    if mine != theirs:
+                        raise ValueError(
+                            f'Task {name!r} has Swin {key}={mine!r}, task '
+                            f'{names[0]!r} {key}={theirs!r}: one batch runs '
+                            'one of them, so these tasks need batches of '
+                            'their own')
             if frozen_fingerprint(model) != fingerprint:
                 raise ValueError(
                     f'Task {name!r} was loaded on another frozen backbone '
