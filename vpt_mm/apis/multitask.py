@@ -252,11 +252,10 @@ class MultiTaskClassifier(nn.Module):
         width = max(p.num_tokens for stage in stage_prompts
                     for p in stage.values())
         valid = torch.zeros(B, width, dtype=torch.bool, device=x.device)
-        lengths = torch.zeros(len(self.prompts), width, dtype=torch.bool,
-                              device=x.device)
-        for t in present:
-            num_tokens = next(iter(self.prompts[t].values())).num_tokens
-            lengths[t, :num_tokens] = True
+        # Each sample's own prompt positions, and whether a fused block
+        # needs to mask padding (the same for every block of this batch).
+        own = self._prompt_positions(present, width, x.device)[tasks]
+        own_mask = None if bool(own.all()) else own
         slots = None
         outs = []
         first = 0
@@ -270,9 +269,7 @@ class MultiTaskClassifier(nn.Module):
                         lambda p: swin_prompt_kv(
                             block, p.layer_prompts(j, 1).to(x.dtype)),
                         tasks, width)
-                    keep = lengths[tasks]
-                    x = fused_swin_block(block, x, hw, kv,
-                                         None if bool(keep.all()) else keep)
+                    x = fused_swin_block(block, x, hw, kv, own_mask)
                     slots, valid = None, torch.zeros_like(valid)
                     continue
                 entering = {t: p for t, p in stage_prompts[i].items()
@@ -377,10 +374,7 @@ class MultiTaskClassifier(nn.Module):
         slots = x.new_zeros(B, width, d)
         valid = torch.zeros(B, width, dtype=torch.bool, device=x.device)
         ones = torch.ones(B, x.shape[1], dtype=torch.bool, device=x.device)
-        lengths = torch.zeros(len(self.prompts), width, dtype=torch.bool,
-                              device=x.device)
-        for t in present:
-            lengths[t, :self.prompts[t].num_tokens] = True
+        lengths = self._prompt_positions(present, width, x.device)
         for i, layer in enumerate(vit.layers):
             entering = [t for t in present if i in self.prompts[t]._index]
             if entering:
@@ -422,6 +416,19 @@ class MultiTaskClassifier(nn.Module):
             if i == len(vit.layers) - 1 and vit.final_norm:
                 x = vit.ln1(x)
         return x[:, 0]
+
+    def _prompt_positions(self, present: List[int], width: int,
+                          device: torch.device) -> torch.Tensor:
+        """(tasks, width) bool: the prompt positions each present task
+        fills in a sequence padded to ``width`` (its first p)."""
+        positions = torch.zeros(len(self.prompts), width, dtype=torch.bool,
+                                device=device)
+        for t in present:
+            prompt = self.prompts[t]
+            if isinstance(prompt, nn.ModuleDict):  # Swin: one per stage
+                prompt = next(iter(prompt.values()))
+            positions[t, :prompt.num_tokens] = True
+        return positions
 
     def _batch_prompt_kv(self, prompts: Dict[int, VisualPrompt],
                          kv_of: Callable[[VisualPrompt], KV],

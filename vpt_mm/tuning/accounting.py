@@ -138,7 +138,6 @@ def checkpoint_sizes(model: nn.Module, optim_wrapper: dict) -> Tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-
 @contextmanager
 def saved_activations(model: nn.Module) -> Iterator[Dict[int, int]]:
     """Record what autograd saves for the backward pass of the forward run
