@@ -51,6 +51,27 @@ def test_fingerprint_follows_the_frozen_tensors():
                                 ['prompt.embeddings']) != before
 
 
+@pytest.mark.parametrize('how', ['data', 'numpy', 'new_model'])
+def test_fingerprint_is_never_stale(how):
+    """Writes no version counter sees, and another model in the memory of a
+    freed one, change the fingerprint."""
+    model = classifier()
+    before = backbone_fingerprint(model.backbone, ['prompt.embeddings'])
+    weight = model.backbone.patch_embed.projection.weight
+    if how == 'data':
+        weight.data.add_(torch.randn_like(weight))
+    elif how == 'numpy':
+        weight.detach().numpy()[0] += 1.0
+    else:
+        state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+        del model, weight
+        model = classifier()
+        state['patch_embed.projection.weight'] += 1.0
+        model.backbone.load_state_dict(state)
+    assert backbone_fingerprint(model.backbone,
+                                ['prompt.embeddings']) != before
+
+
 def test_rng_state_round_trip():
     state = rng_state()
     first = (random.random(), np.random.rand(), torch.rand(3))

@@ -743,12 +743,12 @@ def check_tuned_source(backbone: nn.Module,
     _check_tuned_keys(expected, own, source)
     recorded = record.get('backbone_fingerprint')
     init_cfg = getattr(backbone, 'init_cfg', None)
-    if (frozen_fingerprint(backbone) != recorded
-            and isinstance(init_cfg, dict)
+    actual = frozen_fingerprint(backbone)
+    if (actual != recorded and isinstance(init_cfg, dict)
             and init_cfg.get('type') == 'Pretrained'):
         (init or backbone.init_weights)()
-    _check_fingerprint(recorded, frozen_fingerprint(backbone), source,
-                       allow_other_backbone=False)
+        actual = frozen_fingerprint(backbone)
+    _check_fingerprint(recorded, actual, source, allow_other_backbone=False)
 
 
 def register_checkpoint_schemes() -> None:

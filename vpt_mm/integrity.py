@@ -8,7 +8,9 @@ state and atomic files.
 - :func:`backbone_fingerprint` is the digest of a backbone's frozen tensors:
   a tuned-only file records the fingerprint of the backbone it was trained
   on, and loading it onto another (or a random) backbone is an error. It is
-  computed once per process for a given set of tensors and cached.
+  computed from the bytes every time (0.23 s for ViT-B on a 2-core CPU): a
+  cache keyed on tensor addresses and version counters would miss writes
+  through ``.data`` or numpy views and reused memory.
 - :func:`rng_state` / :func:`set_rng_state` capture and restore every random
   number generator a training step draws from (python, numpy, torch, CUDA),
   so a resumed run continues the uninterrupted one bit for bit.
@@ -82,15 +84,9 @@ def digest(obj: Any) -> str:
     return h.hexdigest()
 
 
-#: Fingerprints already computed in this process, keyed by the identity and
-#: version of every tensor hashed (an in-place change or a reload gives a new
-#: key).
-_FINGERPRINTS: Dict[tuple, str] = {}
-
-
 def backbone_fingerprint(backbone: nn.Module,
                          exclude: Iterable[str] = ()) -> str:
-    """The digest of a backbone's frozen tensors, cached per process.
+    """The digest of a backbone's frozen tensors, from their bytes.
 
     Args:
         backbone (nn.Module): The backbone (its ``state_dict``: parameters
@@ -107,11 +103,7 @@ def backbone_fingerprint(backbone: nn.Module,
         for k, v in backbone.state_dict(keep_vars=True).items()
         if k not in exclude
     }
-    key = tuple((k, v.data_ptr(), v._version, tuple(v.shape), v.dtype,
-                 str(v.device)) for k, v in sorted(state.items()))
-    if key not in _FINGERPRINTS:
-        _FINGERPRINTS[key] = digest(state)
-    return _FINGERPRINTS[key]
+    return digest(state)
 
 
 def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:

@@ -330,3 +330,32 @@ def test_adapter_is_the_official_pfeiffer_placement():
         assert torch.allclose(block(x), expected, atol=1e-6)
         assert torch.allclose(f, g + a.up(torch.nn.functional.gelu(
             a.down(g))), atol=1e-6)
+
+
+@pytest.mark.parametrize('how', ['data', 'load_state_dict'])
+def test_cached_features_follow_the_backbone(how):
+    """Cached features are dropped when the frozen backbone changes, however
+    it changed (checked when training resumes, at each epoch's train())."""
+    torch.manual_seed(0)
+    model = classifier('vit', dict(type='Linear', cache_features=True))
+    images = torch.randn(4, 3, 32, 32)
+    samples = [DataSample(metainfo=dict(sample_idx=i)).set_gt_label(i % 5)
+               for i in range(4)]
+    model.train()
+    first = model(images, samples, mode='loss')['loss']
+    weight = model.backbone.patch_embed.projection.weight
+    new = torch.randn_like(weight)
+    if how == 'data':
+        weight.data.copy_(new)
+    else:
+        state = model.state_dict()
+        state['backbone.patch_embed.projection.weight'] = new
+        model.load_state_dict(state)
+    model.train()  # the next epoch
+    after = model(images, samples, mode='loss')['loss']
+    expected = classifier('vit', dict(type='Linear'))
+    expected.load_state_dict(model.state_dict())
+    expected.train()
+    torch.testing.assert_close(after,
+                               expected(images, samples, mode='loss')['loss'])
+    assert not torch.allclose(after, first)

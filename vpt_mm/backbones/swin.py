@@ -20,7 +20,7 @@ from mmpretrain.models.backbones import SwinTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
 from ..prompts import PromptConfig, VisualPrompt
-from ..prompts.fused import KV, PromptKVCache, checkpointed, project_heads
+from ..prompts.fused import KV, checkpointed, project_heads
 from ..registry import register_model
 from ..validation import require_bool, require_str
 from .frozen import FrozenBackboneMixin
@@ -367,7 +367,7 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
       tokens alone: each window attends over [its sample's prompt keys and
       values; the window's], with the bias and shift mask above
       (:func:`fused_swin_block`). The prompt keys/values are computed once
-      per block, not once per window, and cached in eval mode; outputs and
+      per block and forward, not once per window; outputs and
       prompt gradients equal the token form's up to float rounding.
       :attr:`fused_layers` lists the fused blocks (global indices).
     - **VPT-prefix** (``location='prefix'``): each prompted block learns its
@@ -468,7 +468,6 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                     init_dims=self.embed_dims)
             first += depth
             res = ((res[0] + 1) // 2, (res[1] + 1) // 2)
-        self._kv_cache = PromptKVCache()
         self.fuse(require_bool('fuse_prompts', fuse_prompts))
         self.init_frozen_backbone(freeze_backbone, trainable)
 
@@ -490,7 +489,6 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
             fused = ()
         self.fuse_prompts = bool(enabled)
         self.fused_layers = fused
-        self._kv_cache.clear()
 
     def _reads_prompt_outputs(self, block: int) -> bool:
         """Whether anything reads the prompt outputs of global block
@@ -515,14 +513,12 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
 
         outs = []
         prompts = None
-        cache_state: list = []
         first = 0
         for i, stage in enumerate(self.stages):
             prompt = self.prompt[str(i)] if str(i) in self.prompt else None
             for j, block in enumerate(stage.blocks):
                 if first + j in self.fused_layers:
-                    kv = self._prompt_kv(prompt, j, first + j, block, x,
-                                         cache_state)
+                    kv = self._prompt_kv(prompt, j, block, x)
                     x = checkpointed(block.with_cp, fused_swin_block, block,
                                      x, hw_shape, kv)
                     prompts = None  # never read (see _reads_prompt_outputs)
@@ -547,18 +543,16 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                                                    prompts)
         return tuple(outs)
 
-    def _prompt_kv(self, prompt: VisualPrompt, j: int, index: int,
-                   block: nn.Module, x: torch.Tensor, state: list) -> KV:
-        """Keys/values of the prompts of a stage's block ``j`` (global
-        block ``index``; learnt, for VPT-prefix), cached while constant
-        (:class:`PromptKVCache`)."""
+    def _prompt_kv(self, prompt: VisualPrompt, j: int, block: nn.Module,
+                   x: torch.Tensor) -> KV:
+        """Keys/values of the prompts of a stage's block ``j`` (learnt, for
+        VPT-prefix), computed at every forward."""
         heads = block.attn.w_msa.num_heads
         if prompt.location == 'prefix':
             k, v = prompt.prefix_kv(j, heads, x.shape[0])
             return k.to(x.dtype), v.to(x.dtype)
         prompts = prompt.layer_prompts(j, x.shape[0]).to(x.dtype)
-        return self._kv_cache.kv(self, state, index, prompts,
-                                 lambda p: swin_prompt_kv(block, p))
+        return swin_prompt_kv(block, prompts)
 
     def _merge(self, stage: nn.Module, x: torch.Tensor,
                hw_shape: Sequence[int], prompts: Optional[torch.Tensor]

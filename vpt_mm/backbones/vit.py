@@ -12,7 +12,6 @@ from mmpretrain.models.utils import resize_pos_embed
 
 from ..prompts import VisualPrompt
 from ..prompts.fused import (
-    PromptKVCache,
     check_fusable,
     checkpointed,
     fused_layer_forward,
@@ -144,7 +143,6 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             raise ValueError("prompt location 'concat-channel' needs a patch "
                              'embedding without norm')
         self.with_cp = require_bool('with_cp', with_cp)
-        self._kv_cache = PromptKVCache()
         self.fuse(require_bool('fuse_prompts', fuse_prompts))
         self.init_frozen_backbone(freeze_backbone, trainable)
 
@@ -167,7 +165,6 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             check_fusable(self.layers[i])
         self.fuse_prompts = bool(enabled)
         self.fused_layers = fused
-        self._kv_cache.clear()
 
     def _fusable_layers(self) -> Tuple[int, ...]:
         """Layers whose prompts are replaced at the input and whose prompt
@@ -184,22 +181,17 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             fused.append(i)
         return tuple(fused)
 
-    def _prompt_kv(self, i: int, batch_size: int, x: torch.Tensor,
-                   state: list):
-        """Keys/values of layer ``i``'s prompts, cached when constant.
-
-        ``state`` is a one-element list holding the cache key of this
-        forward pass, computed at the first use.
-        """
+    def _prompt_kv(self, i: int, batch_size: int, x: torch.Tensor):
+        """Keys/values of layer ``i``'s prompts (learnt, for VPT-prefix),
+        computed at every forward: once for the batch, or per sample under
+        per-sample prompt dropout."""
         if self.prompt.location == 'prefix':
             k, v = self.prompt.prefix_kv(i, self.layers[i].attn.num_heads,
                                          batch_size)
             return k.to(x.dtype), v.to(x.dtype)
         prompts = self.prompt.layer_prompts(i, batch_size,
                                             self._embed_pixels)
-        return self._kv_cache.kv(
-            self, state, i, prompts.to(x.dtype),
-            lambda p: prompt_kv(self.layers[i], p))
+        return prompt_kv(self.layers[i], prompts.to(x.dtype))
 
     def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embed pixel-space prompt patches with the frozen projection."""
@@ -228,11 +220,10 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
 
         outs = []
         n = self.num_extra_tokens
-        cache_state: list = []
         for i, layer in enumerate(self.layers):
             if i in self.fused_layers:
                 x = self.prompt.strip(x, n, patch_resolution)
-                kv = self._prompt_kv(i, B, x, cache_state)
+                kv = self._prompt_kv(i, B, x)
                 x = checkpointed(self.with_cp, fused_layer_forward, layer,
                                  x, kv)
             else:

@@ -10,6 +10,7 @@ from mmpretrain.structures import DataSample
 from ..checkpoints import (
     check_full_source,
     check_tuned_source,
+    frozen_fingerprint,
     load_pretrained_backbone,
 )
 from ..registry import PRETRAIN_MODELS
@@ -68,6 +69,8 @@ class TunedClassifier(ImageClassifier):
             self.side = SideNetwork(self.head.in_channels)
         set_trainable(self.backbone, patterns)
         self._feature_cache: Dict[int, torch.Tensor] = {}
+        #: Fingerprint of the frozen backbone the cached features came from.
+        self._cache_fingerprint: Optional[str] = None
         from ..backbones.frozen import FrozenBackboneMixin
         if not isinstance(self.backbone, FrozenBackboneMixin):
             # The prompted/frozen backbones register this themselves.
@@ -79,6 +82,7 @@ class TunedClassifier(ImageClassifier):
 
     def _check_full_source(self, state_dict, prefix, local_metadata,
                            *args) -> None:
+        self._feature_cache.clear()  # the backbone may change
         check_full_source(self, state_dict, prefix, local_metadata)
 
     def _plain_pretrained(self) -> Optional[dict]:
@@ -121,7 +125,17 @@ class TunedClassifier(ImageClassifier):
         super().train(mode)
         if mode:
             set_frozen_modes(self.backbone)
+            self._check_feature_cache()
         return self
+
+    def _check_feature_cache(self) -> None:
+        """Drop cached features if the frozen backbone changed since they
+        were computed, however it changed (mmengine's loops call
+        ``train()`` at every epoch; loading a state dict drops them too)."""
+        if not self._feature_cache:
+            return
+        if frozen_fingerprint(self) != self._cache_fingerprint:
+            self._feature_cache.clear()
 
     def extract_feat(self, inputs: torch.Tensor, stage: str = 'neck'):
         """mmpretrain's features, blended with the side network's for
@@ -142,6 +156,8 @@ class TunedClassifier(ImageClassifier):
     def _cached_feat(self, inputs: torch.Tensor,
                      data_samples: List[DataSample]) -> tuple:
         keys = [int(s.sample_idx) for s in data_samples]
+        if not self._feature_cache:
+            self._cache_fingerprint = frozen_fingerprint(self)
         if not all(k in self._feature_cache for k in keys):
             with torch.no_grad():
                 feats = self.extract_feat(inputs)
