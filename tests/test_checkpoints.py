@@ -141,3 +141,84 @@ def test_tuned_file_for_other_layers_of_the_same_shape(tmp_path):
     with pytest.raises(ValueError, match=r'saved for layer_ids=\[0, 1\] .* '
                        r'the model has layer_ids=\[2, 3\]'):
         load_tuned(build((3, 4)), path)
+
+
+def readout_classifier(pretrained, out_type='cls_token', num_classes=3):
+    model = classifier(pretrained=pretrained)
+    if out_type != 'cls_token':
+        cfg = dict(type='ImageClassifier',
+                   backbone=dict(type='PromptedViT', arch=TINY, img_size=32,
+                                 patch_size=8, out_type=out_type,
+                                 prompt_cfg=dict(num_tokens=5, deep=True),
+                                 init_cfg=dict(type='Pretrained',
+                                               checkpoint=pretrained)),
+                   head=dict(type='LinearClsHead', num_classes=num_classes,
+                             in_channels=32))
+        model = MODELS.build(cfg)
+    model.init_weights()
+    return model
+
+
+def test_tuned_file_knows_its_task(tmp_path, pretrained):
+    """A file trained on one task is refused on another with as many
+    classes (dsprites_ori / dsprites_loc), naming both, unless transferred
+    deliberately."""
+    from vpt_mm.checkpoints import load_model_checkpoint
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(readout_classifier(pretrained), path,
+               classes=[str(i) for i in range(5)], task='dsprites_ori')
+    with pytest.raises(ValueError, match="trained on task 'dsprites_ori', "
+                       "but this run selects task 'dsprites_loc'"):
+        load_tuned(readout_classifier(pretrained), path,
+                   task=dict(task='dsprites_loc'))
+    with pytest.raises(ValueError, match="trained on task 'dsprites_ori'"):
+        load_model_checkpoint(classifier(pretrained=pretrained), path,
+                              task=dict(task='dsprites_loc'))
+    with pytest.raises(ValueError, match=r"the 5 classes \['0', '1'"):
+        load_tuned(readout_classifier(pretrained), path,
+                   task=dict(classes=list('abcde')))
+    load_tuned(readout_classifier(pretrained), path,
+               task=dict(task='dsprites_ori', classes=[0, 1, 2, 3, 4]))
+    load_tuned(readout_classifier(pretrained), path,
+               task=dict(task='dsprites_loc'), allow_other_task=True)
+
+
+def test_tuned_file_knows_its_readout(tmp_path, pretrained):
+    """A head trained on [CLS] is refused on the prompts' mean, through
+    vpt_mm's loaders and mmengine's generic one."""
+    from mmengine.runner import load_checkpoint
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(readout_classifier(pretrained), path)
+    match = ("trained with out_type='cls_token', but the model has "
+             "out_type='avg_prompt'")
+    with pytest.raises(ValueError, match=match):
+        load_tuned(readout_classifier(pretrained, 'avg_prompt'), path)
+    other = readout_classifier(pretrained, 'avg_prompt')
+    with pytest.raises(ValueError, match=match):
+        load_checkpoint(other, path)
+
+
+def test_training_checkpoint_knows_its_task_and_readout(tmp_path,
+                                                        pretrained):
+    from vpt_mm.checkpoints import (
+        CHECKPOINT_META_KEY,
+        checkpoint_record,
+        load_model_checkpoint,
+    )
+    model = readout_classifier(pretrained)
+    ckpt = dict(meta=dict(epoch=1, dataset_meta=dict(classes=list('abcde'))),
+                state_dict=model.state_dict())
+    ckpt['meta'][CHECKPOINT_META_KEY] = checkpoint_record(model, ckpt,
+                                                          task='svhn')
+    path = str(tmp_path / 'epoch_1.pth')
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="task 'svhn', but this run selects "
+                       "task 'eurosat'"):
+        load_model_checkpoint(readout_classifier(pretrained), path,
+                              task=dict(task='eurosat'))
+    with pytest.raises(ValueError, match="out_type='cls_token', but the "
+                       "model has out_type='avg_all'"):
+        load_model_checkpoint(readout_classifier(pretrained, 'avg_all'),
+                              path)
+    load_model_checkpoint(readout_classifier(pretrained), path,
+                          task=dict(task='svhn', classes=list('abcde')))

@@ -29,6 +29,10 @@ def parse_args() -> argparse.Namespace:
         help='evaluate a tuned-only file on a backbone other than the one '
         'it was trained on (a deliberate transfer; by default an error)')
     parser.add_argument(
+        '--allow-other-task', action='store_true',
+        help='evaluate a file on a task (or classes) other than the one it '
+        'was trained on (a deliberate transfer; by default an error)')
+    parser.add_argument(
         '--tta', action='store_true',
         help="test-time augmentation with the config's tta_model and "
         'tta_pipeline (mmseg: multi-scale + flip)')
@@ -56,6 +60,8 @@ def main() -> None:
     cfg.resume = False
     if args.allow_other_backbone:
         cfg.allow_other_backbone = True
+    if args.allow_other_task:
+        cfg.allow_other_task = True
     if args.tta:
         use_tta(cfg)
     setup_distributed(cfg)

@@ -47,7 +47,7 @@ __all__ = [
     'checkpoint_record', 'verify_checkpoint', 'load_verified_checkpoint',
     'load_full_checkpoint', 'frozen_keys', 'omit_frozen', 'omits_frozen',
     'record_of', 'load_model_checkpoint', 'load_training_checkpoint',
-    'TUNED_FORMAT'
+    'TUNED_FORMAT', 'readout_of', 'recorded_task', 'check_task', 'task_of'
 ]
 
 
@@ -214,6 +214,109 @@ def _backbone_of(model: nn.Module) -> nn.Module:
     return backbone if isinstance(backbone, nn.Module) else model
 
 
+#: Backbone options that decide what the head reads: a head trained on one
+#: readout scores garbage on another, so files record them and every loader
+#: refuses a model that differs.
+READOUT_OPTIONS = ('out_type', 'out_indices', 'final_norm', 'with_cls_token',
+                   'prompt_merging', 'out_after_downsample')
+
+
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, 'item'):
+        return value.item()
+    return value
+
+
+def readout_of(model: nn.Module) -> Dict[str, object]:
+    """The options of ``model`` that decide what its head reads: those of
+    :data:`READOUT_OPTIONS` its backbone has, and the neck's type."""
+    backbone = _backbone_of(model)
+    readout = {name: _plain(getattr(backbone, name))
+               for name in READOUT_OPTIONS if hasattr(backbone, name)}
+    if backbone is not model and getattr(model, 'neck', None) is not None:
+        readout['neck'] = type(model.neck).__name__
+    return readout
+
+
+def task_of(cfg) -> Dict[str, object]:
+    """What a run of ``cfg`` expects a file to have been trained on: its
+    benchmark ``task`` (None if it selects none)."""
+    return dict(task=cfg.get('task', None))
+
+
+def recorded_task(meta: dict) -> Dict[str, object]:
+    """The task, classes and readout a file records: a tuned-only file's
+    metadata (JSON strings) or a training checkpoint's ``meta``."""
+    record = meta.get(CHECKPOINT_META_KEY)
+    if isinstance(record, dict):  # a training checkpoint
+        return dict(task=record.get('task'),
+                    classes=(meta.get('dataset_meta') or {}).get('classes'),
+                    readout=record.get('readout'))
+    return dict(
+        task=meta.get('task'),
+        classes=json.loads(meta['classes']) if 'classes' in meta else None,
+        readout=json.loads(meta['readout']) if 'readout' in meta else None)
+
+
+def check_task(recorded: dict,
+               model: Optional[nn.Module],
+               source: str,
+               expected: Optional[dict] = None,
+               allow_other_task: bool = False) -> None:
+    """Refuse a file trained on another task or read out another way.
+
+    Args:
+        recorded (dict): :func:`recorded_task` of the file.
+        model (nn.Module, optional): The model it is loaded into; its
+            :func:`readout_of` must equal the recorded one (options both
+            know).
+        source (str): The file, for messages.
+        expected (dict, optional): ``task`` and/or ``classes`` of the run
+            (None or absent: not known).
+        allow_other_task (bool): Load a file of another task (a deliberate
+            transfer) with a warning instead of an error.
+
+    Raises:
+        ValueError: Naming both readouts, tasks or class lists.
+    """
+    if model is not None and recorded.get('readout'):
+        own = readout_of(model)
+        for key, value in sorted(recorded['readout'].items()):
+            if key in own and _plain(own[key]) != value:
+                raise ValueError(
+                    f'{source} was trained with {key}={value!r}, but the '
+                    f'model has {key}={own[key]!r}: its head reads other '
+                    f'features; build the model with {key}={value!r}')
+    expected = expected or {}
+    problems = []
+    for key in ('task', 'classes'):
+        ours, theirs = expected.get(key), recorded.get(key)
+        if ours is None or theirs is None:
+            continue
+        if key == 'classes':
+            ours, theirs = [str(c) for c in ours], [str(c) for c in theirs]
+            if ours != theirs:
+                problems.append(f'the {len(theirs)} classes {theirs[:4]}..., '
+                                f'but this run has the {len(ours)} classes '
+                                f'{ours[:4]}...')
+        elif ours != theirs:
+            problems.append(f'task {theirs!r}, but this run selects task '
+                            f'{ours!r}')
+    if not problems:
+        return
+    msg = f'{source} was trained on ' + '; '.join(problems)
+    if not allow_other_task:
+        raise ValueError(
+            msg + '. Select the task the file was trained on (--task), or '
+            'pass allow_other_task (tools/test.py --allow-other-task) to '
+            'evaluate it on another task deliberately')
+    from mmengine.logging import print_log
+    print_log(msg + '; loading anyway (allow_other_task)', logger='current',
+              level=logging.WARNING)
+
+
 def frozen_keys(model: nn.Module) -> set:
     """Keys of ``model.state_dict()`` holding its backbone's frozen tensors:
     exactly what :func:`frozen_fingerprint` covers, and what a small
@@ -267,15 +370,16 @@ def frozen_fingerprint(model: nn.Module) -> str:
 
 def save_tuned(model: nn.Module,
                filename: str,
-               classes: Optional[Sequence[str]] = None
-               ) -> Dict[str, torch.Tensor]:
+               classes: Optional[Sequence[str]] = None,
+               task: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """Save only the tuned tensors of ``model`` to a safetensors file.
 
     The file's metadata records the sha256 of the tensors, the fingerprint
     of the frozen backbone they were trained on, each prompt module's
-    length, width, location and prompted layers, and the class names if
-    given; the file is written to a temporary name and renamed, so it is
-    complete or absent.
+    length, width, location and prompted layers, the readout
+    (:func:`readout_of`), and the task and class names if given; the file
+    is written to a temporary name and renamed, so it is complete or
+    absent.
 
     Args:
         model (nn.Module): Usually an mmpretrain ``ImageClassifier`` or an
@@ -284,6 +388,7 @@ def save_tuned(model: nn.Module,
         filename (str): Output path, conventionally ``*.safetensors``.
         classes (Sequence[str], optional): Class names of the task, in
             label order (``tools/infer.py`` reports them).
+        task (str, optional): The benchmark task it was trained on.
 
     Returns:
         dict: The tensors written.
@@ -301,9 +406,12 @@ def save_tuned(model: nn.Module,
         format=TUNED_FORMAT,
         sha256=digest(state),
         backbone_fingerprint=frozen_fingerprint(model),
+        readout=json.dumps(readout_of(model)),
         **_prompt_meta(model))
     if classes is not None:
         meta['classes'] = json.dumps([str(c) for c in classes])
+    if task is not None:
+        meta['task'] = str(task)
     dirname = os.path.dirname(os.path.abspath(filename))
     os.makedirs(dirname, exist_ok=True)
     tmp = f'{filename}.tmp'
@@ -401,7 +509,9 @@ def _check_prompt_meta(meta: dict, model: nn.Module, source: str) -> None:
 
 def load_tuned(model: nn.Module,
                filename: str,
-               allow_other_backbone: bool = False) -> dict:
+               allow_other_backbone: bool = False,
+               task: Optional[dict] = None,
+               allow_other_task: bool = False) -> dict:
     """Load a tuned-only safetensors file strictly onto ``model``.
 
     The file must hold exactly the model's tuned tensors (see
@@ -417,12 +527,16 @@ def load_tuned(model: nn.Module,
         allow_other_backbone (bool): Load onto a backbone with another
             fingerprint (a deliberate transfer), with a warning instead of
             an error. Defaults to False.
+        task (dict, optional): The run's task and classes
+            (:func:`check_task`); the readout is always checked.
+        allow_other_task (bool): See :func:`check_task`.
 
     Returns:
         dict: The file's metadata.
     """
     state, meta = read_tuned(filename)
     _check_prompt_meta(meta, model, filename)
+    check_task(recorded_task(meta), model, filename, task, allow_other_task)
     expected = tuned_state_dict(model)
     _check_tuned_keys(expected, state, filename)
     _check_fingerprint(meta.get('backbone_fingerprint'),
@@ -441,16 +555,21 @@ def _named_tensors(model: nn.Module, keys) -> Dict[str, torch.Tensor]:
 
 
 def checkpoint_record(model: nn.Module, checkpoint: dict,
-                      omits: bool = False) -> dict:
+                      omits: bool = False,
+                      task: Optional[str] = None) -> dict:
     """vpt_mm's integrity record of an mmengine checkpoint about to be
     saved: the sha256 of its weights, optimizer, scheduler and RNG states,
-    the fingerprint of the model's frozen backbone, and whether its state
-    dict leaves that backbone out (``omits``, see :func:`omit_frozen`)."""
+    the fingerprint of the model's frozen backbone, whether its state
+    dict leaves that backbone out (``omits``, see :func:`omit_frozen`), the
+    benchmark task and the readout (:func:`readout_of`); the class names
+    are mmengine's ``meta['dataset_meta']``."""
     return dict(
         sha256=digest({k: checkpoint[k]
                        for k in CHECKSUMMED if k in checkpoint}),
         backbone_fingerprint=frozen_fingerprint(model),
-        omits_frozen=omits)
+        omits_frozen=omits,
+        task=task,
+        readout=readout_of(model))
 
 
 def verify_checkpoint(checkpoint: dict, filename: str) -> bool:
@@ -545,7 +664,9 @@ def load_full_checkpoint(model: nn.Module,
 
 def load_model_checkpoint(model: nn.Module,
                           filename: str,
-                          allow_other_backbone: bool = False) -> dict:
+                          allow_other_backbone: bool = False,
+                          task: Optional[dict] = None,
+                          allow_other_task: bool = False) -> dict:
     """Load any checkpoint vpt_mm reads into a freshly built ``model``,
     strictly, outside a runner (the analysis and conversion tools).
 
@@ -560,13 +681,16 @@ def load_model_checkpoint(model: nn.Module,
         model (nn.Module): Built from the config, not initialised.
         filename (str): ``.pth`` or ``.safetensors``.
         allow_other_backbone (bool): See :func:`load_tuned`.
+        task (dict, optional): The run's task (:func:`task_of`).
+        allow_other_task (bool): See :func:`check_task`.
 
     Returns:
         dict: The checkpoint's ``meta`` (a tuned file's metadata).
     """
     if str(filename).endswith('.safetensors'):
         model.init_weights()
-        return load_tuned(model, filename, allow_other_backbone)
+        return load_tuned(model, filename, allow_other_backbone, task,
+                          allow_other_task)
     checkpoint, verified = load_verified_checkpoint(filename,
                                                     map_location='cpu')
     if not verified:
@@ -576,7 +700,8 @@ def load_model_checkpoint(model: nn.Module,
                   level=logging.WARNING)
     load_training_checkpoint(model, checkpoint,
                              extract_state_dict(checkpoint), filename,
-                             allow_other_backbone)
+                             allow_other_backbone, task=task,
+                             allow_other_task=allow_other_task)
     return checkpoint.get('meta') or {}
 
 
@@ -585,15 +710,20 @@ def load_training_checkpoint(model: nn.Module,
                              state: Dict[str, torch.Tensor],
                              source: str,
                              allow_other_backbone: bool = False,
-                             initialised: bool = False) -> bool:
+                             initialised: bool = False,
+                             task: Optional[dict] = None,
+                             allow_other_task: bool = False) -> bool:
     """Load a read (and verified) training checkpoint's ``state`` strictly;
     if it was saved without its frozen backbone, that comes from the
     config's pretrained checkpoint (``model.init_weights()``, unless
-    ``initialised``) and must have the recorded fingerprint.
+    ``initialised``) and must have the recorded fingerprint. Its task and
+    readout are checked (:func:`check_task`).
 
     Returns:
         bool: Whether the checkpoint omitted the frozen backbone.
     """
+    check_task(recorded_task(checkpoint.get('meta') or {}), model, source,
+               task, allow_other_task)
     small = omits_frozen(checkpoint)
     if small and not initialised:
         model.init_weights()
@@ -645,6 +775,7 @@ class _CheckpointMarker(dict):
     def get(self, key, default=None):
         entry = dict(super().get(key, default) or {})
         entry['vpt_mm_checkpoint'] = self.filename
+        entry['vpt_mm_readout'] = self.record.get('readout')
         if self.record.get('omits_frozen'):
             # The backbone comes from its pretrained checkpoint, as for a
             # tuned-only file (check_tuned_source).
@@ -696,6 +827,9 @@ def check_full_source(module: nn.Module, state: dict, prefix: str,
         else None
     if not source:
         return
+    readout = local_metadata.get('vpt_mm_readout')
+    if readout:
+        check_task(dict(readout=readout), module, source)
     own = {k[len(prefix):]: v for k, v in state.items()
            if k.startswith(prefix)}
     expected = module.state_dict()
@@ -737,6 +871,7 @@ def check_tuned_source(backbone: nn.Module,
     source = record.get('filename', 'tuned-only file')
     _check_prompt_meta({k[len(prefix):]: v for k, v in record.items()
                         if k.startswith(prefix)}, backbone, source)
+    check_task(recorded_task(record), backbone, source)
     expected = tuned_state_dict(backbone)
     own = {k[len(prefix):]: v for k, v in state.items()
            if k.startswith(prefix)}

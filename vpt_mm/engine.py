@@ -37,6 +37,7 @@ from .checkpoints import (
     load_training_checkpoint,
     load_tuned,
     load_verified_checkpoint,
+    task_of,
 )
 from .integrity import set_rng_state
 from .registry import RUNNERS
@@ -107,6 +108,31 @@ class VPTRunner(Runner):
                             f'{value!r}')
         return value
 
+    @property
+    def allow_other_task(self) -> bool:
+        """The config's ``allow_other_task`` (default False): load a file
+        trained on another task, with a warning."""
+        value = self.cfg.get('allow_other_task', False)
+        if not isinstance(value, bool):
+            raise TypeError('allow_other_task must be True or False, got '
+                            f'{value!r}')
+        return value
+
+    def expected_task(self) -> dict:
+        """The task of this run, and the classes of the first dataset it
+        has built (test, val, then train), for :func:`check_task`."""
+        from torch.utils.data import DataLoader
+        expected = task_of(self.cfg)
+        for name in ('_test_dataloader', '_val_dataloader',
+                     '_train_dataloader'):
+            loader = getattr(self, name, None)
+            if isinstance(loader, DataLoader):
+                meta = getattr(loader.dataset, 'metainfo', None) or {}
+                if meta.get('classes') is not None:
+                    expected['classes'] = list(meta['classes'])
+                    break
+        return expected
+
     @classmethod
     def from_cfg(cls, cfg) -> 'VPTRunner':
         """mmengine's, with the config's ``task`` and ``data_root`` applied
@@ -176,7 +202,8 @@ class VPTRunner(Runner):
             if not self._weights_ready:
                 model.init_weights()
                 self._weights_ready = True
-            meta = load_tuned(model, filename, self.allow_other_backbone)
+            meta = load_tuned(model, filename, self.allow_other_backbone,
+                              self.expected_task(), self.allow_other_task)
             self._has_loaded = True
             self.logger.info(f'Loaded the tuned-only file {filename} '
                              '(sha256 and backbone fingerprint verified)')
@@ -191,7 +218,9 @@ class VPTRunner(Runner):
         # pretrained one (tools/test.py never initialises the model).
         small = load_training_checkpoint(model, checkpoint, state, filename,
                                          self.allow_other_backbone,
-                                         self._weights_ready)
+                                         self._weights_ready,
+                                         self.expected_task(),
+                                         self.allow_other_task)
         self._weights_ready = self._weights_ready or small
         self._has_loaded = True
         self._loaded_checkpoint = checkpoint

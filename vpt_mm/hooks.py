@@ -208,7 +208,8 @@ class VPTCheckpointHook(CheckpointHook):
         if small is not None:
             checkpoint['state_dict'] = small
         checkpoint['meta'][CHECKPOINT_META_KEY] = checkpoint_record(
-            model, checkpoint, small is not None)
+            model, checkpoint, small is not None,
+            task=runner.cfg.get('task', None))
 
     def before_val(self, runner) -> None:
         self._val_rng = rng_state()

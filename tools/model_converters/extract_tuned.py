@@ -11,7 +11,12 @@ import argparse
 from mmengine.config import DictAction
 from mmengine.registry import MODELS
 
-from vpt_mm.checkpoints import load_model_checkpoint, save_tuned
+from vpt_mm.checkpoints import (
+    load_model_checkpoint,
+    recorded_task,
+    save_tuned,
+    task_of,
+)
 from vpt_mm.runner import config_from_file
 
 
@@ -27,9 +32,10 @@ def main() -> None:
     model = MODELS.build(cfg.model)
     # Strict and verified; a checkpoint saved without its frozen backbone
     # gets it from the config's pretrained checkpoint (fingerprint checked).
-    meta = load_model_checkpoint(model, args.checkpoint)
-    classes = (meta.get('dataset_meta') or {}).get('classes')
-    state = save_tuned(model, args.out, classes)
+    meta = load_model_checkpoint(model, args.checkpoint, task=task_of(cfg))
+    recorded = recorded_task(meta)
+    state = save_tuned(model, args.out, recorded['classes'],
+                       recorded['task'])
     size = sum(v.numel() * v.element_size() for v in state.values())
     print(f'Saved {len(state)} tuned tensors ({size / 1024:.1f} KiB) to '
           f'{args.out}')

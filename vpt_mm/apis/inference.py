@@ -92,7 +92,11 @@ def load_task_model(cfg: Union[str, Config],
     from ..runner import config_from_file
     if isinstance(cfg, str):
         cfg = config_from_file(cfg)
+    from ..datasets import TASKS
     classes = None
+    # A benchmark task name is what the file must have been trained on;
+    # any other name is a label (the file decides the head).
+    expected = dict(task=name) if name in TASKS else None
     if str(checkpoint).endswith('.safetensors'):
         state, meta = read_tuned(checkpoint)
         cfg = _task_config(cfg, name, state, meta)
@@ -101,13 +105,13 @@ def load_task_model(cfg: Union[str, Config],
             model.init_weights()
         else:
             copy_frozen_backbone(frozen_from, model)
-        load_tuned(model, checkpoint, allow_other_backbone)
+        load_tuned(model, checkpoint, allow_other_backbone, expected)
         if 'classes' in meta:
             classes = json.loads(meta['classes'])
     else:
         model = MODELS.build(_task_config(cfg, name, {}, {}).model)
         meta = load_model_checkpoint(model, checkpoint,
-                                     allow_other_backbone)
+                                     allow_other_backbone, expected)
         classes = (meta.get('dataset_meta') or {}).get('classes')
     num_classes = getattr(getattr(model, 'head', None), 'num_classes', None)
     if classes is None and num_classes is not None:
