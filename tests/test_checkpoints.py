@@ -144,17 +144,15 @@ def test_tuned_file_for_other_layers_of_the_same_shape(tmp_path):
 
 
 def readout_classifier(pretrained, out_type='cls_token', num_classes=3):
-    model = classifier(pretrained=pretrained)
-    if out_type != 'cls_token':
-        cfg = dict(type='ImageClassifier',
-                   backbone=dict(type='PromptedViT', arch=TINY, img_size=32,
-                                 patch_size=8, out_type=out_type,
-                                 prompt_cfg=dict(num_tokens=5, deep=True),
-                                 init_cfg=dict(type='Pretrained',
-                                               checkpoint=pretrained)),
-                   head=dict(type='LinearClsHead', num_classes=num_classes,
-                             in_channels=32))
-        model = MODELS.build(cfg)
+    cfg = dict(type='ImageClassifier',
+               backbone=dict(type='PromptedViT', arch=TINY, img_size=32,
+                             patch_size=8, out_type=out_type,
+                             prompt_cfg=dict(num_tokens=5, deep=True),
+                             init_cfg=dict(type='Pretrained',
+                                           checkpoint=pretrained)),
+               head=dict(type='LinearClsHead', num_classes=num_classes,
+                         in_channels=32))
+    model = MODELS.build(cfg)
     model.init_weights()
     return model
 
@@ -222,3 +220,32 @@ def test_training_checkpoint_knows_its_task_and_readout(tmp_path,
                               path)
     load_model_checkpoint(readout_classifier(pretrained), path,
                           task=dict(task='svhn', classes=list('abcde')))
+
+
+@pytest.mark.parametrize('kind', ['tuned', 'training'])
+def test_generic_loaders_refuse_a_file_that_does_not_fit_the_head(
+        tmp_path, pretrained, kind):
+    """mmengine's non-strict load_checkpoint (mmpretrain's inferencer)
+    refuses a 3-class file for a 7-class model instead of printing a size
+    mismatch and keeping the random head."""
+    from mmengine.runner import load_checkpoint
+
+    from vpt_mm.checkpoints import CHECKPOINT_META_KEY, checkpoint_record
+    model = readout_classifier(pretrained)
+    if kind == 'tuned':
+        path = str(tmp_path / 'task.safetensors')
+        save_tuned(model, path, classes=list('abc'))
+    else:
+        path = str(tmp_path / 'epoch_1.pth')
+        ckpt = dict(meta=dict(epoch=1), state_dict=model.state_dict())
+        ckpt['meta'][CHECKPOINT_META_KEY] = checkpoint_record(model, ckpt)
+        torch.save(ckpt, path)
+    other = readout_classifier(pretrained, num_classes=7)
+    with pytest.raises(ValueError, match=r"'head.fc.(weight|bias)' has "
+                       r"shape \(3"):
+        load_checkpoint(other, path)
+    same = readout_classifier(pretrained)
+    checkpoint = load_checkpoint(same, path)
+    torch.testing.assert_close(same.head.fc.weight, model.head.fc.weight)
+    if kind == 'tuned':  # the inferencer labels with the file's classes
+        assert checkpoint['meta']['dataset_meta'] == dict(classes=list('abc'))

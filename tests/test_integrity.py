@@ -217,7 +217,7 @@ def test_mmengine_loaders_check_vpt_mm_checkpoints(tmp_path):
     path = str(tmp_path / 'epoch_1.pth')
     _training_checkpoint(path, classifier(num_tokens=5))
     load_checkpoint(classifier(num_tokens=5), path)
-    with pytest.raises(ValueError, match=r"'prompt.embeddings' has shape "
+    with pytest.raises(ValueError, match=r"prompt.embeddings' has shape "
                        r'\(4, 5, 32\) in the checkpoint, \(4, 2, 32\)'):
         load_checkpoint(classifier(num_tokens=2), path)
     ckpt = torch.load(path)

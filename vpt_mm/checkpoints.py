@@ -757,7 +757,11 @@ def read_tuned_for_mmengine(filename: str, map_location=None) -> dict:
     state, meta = read_tuned(filename)
     state = OrderedDict(state)
     state._metadata = _TunedMarker(dict(meta, filename=filename))
-    return dict(state_dict=state, meta=dict(vpt_mm_tuned=filename))
+    info = dict(vpt_mm_tuned=filename)
+    classes = recorded_task(meta)['classes']
+    if classes is not None:  # what mmpretrain's inferencer labels with
+        info['dataset_meta'] = dict(classes=classes)
+    return dict(state_dict=state, meta=info)
 
 
 class _CheckpointMarker(dict):
@@ -838,6 +842,43 @@ def check_full_source(module: nn.Module, state: dict, prefix: str,
         expected = {k: v for k, v in expected.items() if k not in omitted}
     _check_fits(expected, own,
                 f'{source} does not fit {type(module).__name__}')
+
+
+def check_whole_model(module: nn.Module, state: dict, prefix: str,
+                      local_metadata: dict, *args) -> None:
+    """Load pre-hook (``with_module``) of every model that holds a vpt_mm
+    backbone (:func:`guard_whole_model`): a vpt_mm file read by a generic,
+    non-strict mmengine loader (``load_checkpoint``, mmpretrain's
+    ``ImageClassificationInferencer(cfg, pretrained=FILE)``) must fit the
+    whole model, head included. mmengine would only print ``size mismatch
+    for head.fc.weight`` and leave the config's random head in place.
+
+    Raises:
+        ValueError: Naming the first key that does not fit, or the readout
+            the file was trained with.
+    """
+    if not local_metadata:
+        return
+    if local_metadata.get('vpt_mm_checkpoint'):
+        check_full_source(module, state, prefix, local_metadata)
+        return
+    record = local_metadata.get('vpt_mm_tuned')
+    if not record:
+        return
+    source = record.get('filename', 'tuned-only file')
+    own = {k[len(prefix):]: v for k, v in state.items()
+           if k.startswith(prefix)}
+    check_task(recorded_task(record), module, source)
+    _check_tuned_keys(tuned_state_dict(module), own, source)
+
+
+def guard_whole_model(model: nn.Module) -> None:
+    """Register :func:`check_whole_model` on ``model`` (once)."""
+    if model.__dict__.get('_vpt_mm_whole_model_check'):
+        return
+    model.__dict__['_vpt_mm_whole_model_check'] = True
+    model._register_load_state_dict_pre_hook(check_whole_model,
+                                             with_module=True)
 
 
 def check_tuned_source(backbone: nn.Module,

@@ -3,17 +3,30 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch.nn as nn
 from mmpretrain.models.backbones import VisionTransformer
+from torch.nn.modules.module import register_module_module_registration_hook
 
 from ..checkpoints import (
     check_full_source,
     check_tuned_source,
+    guard_whole_model,
     load_pretrained_backbone,
 )
 from ..prompts import PromptModule
 from ..registry import register_model
 from ..tuning.protocols import set_trainable
 from ..validation import require_bool, require_str_list
+
+
+def _guard_parent(parent: nn.Module, name: str, child: object) -> None:
+    """Module registration hook: a model given a vpt_mm backbone checks
+    that a vpt_mm file loaded into it fits it whole
+    (:func:`~vpt_mm.checkpoints.check_whole_model`). Acts on no other
+    module."""
+    if (isinstance(child, FrozenBackboneMixin)
+            and not isinstance(parent, FrozenBackboneMixin)):
+        guard_whole_model(parent)
 
 
 class FrozenBackboneMixin:
@@ -37,7 +50,9 @@ class FrozenBackboneMixin:
       that it is the one the file was trained on
       (:func:`~vpt_mm.checkpoints.check_tuned_source`); a vpt_mm training
       checkpoint loaded that way must fit exactly
-      (:func:`~vpt_mm.checkpoints.check_full_source`).
+      (:func:`~vpt_mm.checkpoints.check_full_source`). The model that holds
+      the backbone (a classifier, a segmentor) checks that such a file fits
+      it whole, head included (:func:`_guard_parent`).
     """
 
     freeze_backbone = False
@@ -119,3 +134,6 @@ class FrozenViT(FrozenBackboneMixin, VisionTransformer):
     def __init__(self, trainable: Sequence[str] = (), **kwargs) -> None:
         super().__init__(**kwargs)
         self.init_frozen_backbone(True, trainable)
+
+
+register_module_module_registration_hook(_guard_parent)

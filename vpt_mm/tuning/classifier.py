@@ -8,9 +8,9 @@ from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
 
 from ..checkpoints import (
-    check_full_source,
     check_tuned_source,
     frozen_fingerprint,
+    guard_whole_model,
     load_pretrained_backbone,
 )
 from ..registry import PRETRAIN_MODELS
@@ -76,14 +76,13 @@ class TunedClassifier(ImageClassifier):
             # The prompted/frozen backbones register this themselves.
             self.backbone._register_load_state_dict_pre_hook(
                 self._check_tuned_source)
-        # A vpt_mm training checkpoint read by a generic mmengine loader
-        # (e.g. mmpretrain's inferencer) must fit the whole model.
-        self._register_load_state_dict_pre_hook(self._check_full_source)
+        # A vpt_mm file read by a generic mmengine loader (e.g. mmpretrain's
+        # inferencer) must fit the whole model.
+        guard_whole_model(self)
+        self._register_load_state_dict_pre_hook(self._drop_feature_cache)
 
-    def _check_full_source(self, state_dict, prefix, local_metadata,
-                           *args) -> None:
+    def _drop_feature_cache(self, *args) -> None:
         self._feature_cache.clear()  # the backbone may change
-        check_full_source(self, state_dict, prefix, local_metadata)
 
     def _plain_pretrained(self) -> Optional[dict]:
         """The ``Pretrained`` init_cfg of a backbone that is not one of
