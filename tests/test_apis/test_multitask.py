@@ -227,3 +227,20 @@ def test_prefix_tasks_are_refused(backbone):
         head=dict(type='LinearClsHead', num_classes=3, in_channels=32,
                   loss=dict(type='CrossEntropyLoss'))))
     assert "prompt location 'prefix'" in sharing_problem(model)
+
+
+def test_tasks_whose_readout_a_batch_cannot_honour_are_refused(models):
+    """A ViT task reading an earlier layer's [CLS] (out_indices) is refused,
+    not served the last layer's; so is any readout option that differs
+    from the first task's (final_norm here)."""
+    from vpt_mm.apis import sharing_problem
+    base = models['deep4']
+    early = task_model(dict(num_tokens=2, deep=True), 3, base,
+                       out_indices=(2, ))
+    assert 'out_indices [2]' in sharing_problem(early)
+    with pytest.raises(ValueError, match=r'out_indices \[2\]; multi-task'):
+        MultiTaskClassifier(dict(deep4=base, early=early))
+    plain = task_model(dict(num_tokens=2, deep=True), 3, base,
+                       final_norm=False)
+    with pytest.raises(ValueError, match='final_norm=False'):
+        MultiTaskClassifier(dict(deep4=base, plain=plain))

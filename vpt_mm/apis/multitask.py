@@ -56,7 +56,7 @@ from ..backbones.swin import (
     prompted_swin_block,
     swin_prompt_kv,
 )
-from ..checkpoints import frozen_fingerprint, tuned_state_dict
+from ..checkpoints import frozen_fingerprint, readout_of, tuned_state_dict
 from ..prompts import VisualPrompt
 from ..prompts.fused import KV, fused_layer_forward, prompt_kv
 
@@ -118,6 +118,10 @@ def sharing_problem(model: nn.Module) -> Optional[str]:
     if is_vit and backbone.out_type != 'cls_token':
         return (f'out_type {backbone.out_type!r}; multi-task batches read '
                 "the final [CLS] ('cls_token')")
+    if is_vit and list(backbone.out_indices) != [backbone.num_layers - 1]:
+        return (f'out_indices {list(backbone.out_indices)}; multi-task '
+                'batches read the [CLS] of the last layer only '
+                f'([{backbone.num_layers - 1}])')
     changed = [k for k in tuned_state_dict(backbone)
                if not k.startswith('prompt.')]
     if changed:
@@ -169,16 +173,15 @@ class MultiTaskClassifier(nn.Module):
                     f'backbone, task {names[0]!r} a '
                     f'{type(first.backbone).__name__}: tasks share a batch '
                     'only on one backbone')
-            if isinstance(first.backbone, PromptedSwin):
-                for key in ('prompt_merging', 'out_type'):
-                    mine, theirs = (getattr(m.backbone, key)
-                                    for m in (model, first))
-                    if mine != theirs:
-                        raise ValueError(
-                            f'Task {name!r} has Swin {key}={mine!r}, task '
-                            f'{names[0]!r} {key}={theirs!r}: one batch runs '
-                            'one of them, so these tasks need batches of '
-                            'their own')
+            # Each task keeps its own neck; the backbone is shared.
+            mine, theirs = (readout_of(m.backbone) for m in (model, first))
+            for key in sorted(set(mine) | set(theirs)):
+                if mine.get(key) != theirs.get(key):
+                    raise ValueError(
+                        f'Task {name!r} has {key}={mine.get(key)!r}, task '
+                        f'{names[0]!r} {key}={theirs.get(key)!r}: one batch '
+                        'runs one of them, so these tasks need batches of '
+                        'their own')
             if frozen_fingerprint(model) != fingerprint:
                 raise ValueError(
                     f'Task {name!r} was loaded on another frozen backbone '
