@@ -244,3 +244,70 @@ def test_checkpoint_sizes():
     model.backbone.requires_grad_(True)
     small, whole = checkpoint_sizes(model, sgd)
     assert small == whole
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt  # a kill or Ctrl-C in the middle of a write
+
+
+@pytest.mark.parametrize('writer', ['write_json', 'tuned', 'converter',
+                                    'results', 'figure'])
+def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch,
+                                                      writer):
+    """Every file the package writes is complete or its previous version:
+    a write interrupted half-way (here: the serialiser raises after the
+    temporary file was opened) leaves the old file and no temporary."""
+    import json as json_module
+    import os
+
+    from vpt_mm.integrity import atomic_file
+    path = str(tmp_path / ('bars.png' if writer == 'figure' else
+                           f'out.{writer}'))
+    with open(path, 'w') as f:
+        f.write('previous')
+
+    def half_written(f):
+        f.write('{"trunc')
+        raise KeyboardInterrupt
+
+    if writer == 'write_json':
+        from vpt_mm.runner import write_json
+        monkeypatch.setattr(json_module, 'dumps', _interrupted)
+        call = lambda: write_json({'a': 1}, path)  # noqa: E731
+    elif writer == 'tuned':
+        import safetensors.torch
+        real = safetensors.torch.save_file
+
+        def partial(state, tmp, metadata=None):
+            real(state, tmp, metadata=metadata)
+            raise KeyboardInterrupt
+        monkeypatch.setattr(safetensors.torch, 'save_file', partial)
+        call = lambda: save_tuned(classifier(), path)  # noqa: E731
+    elif writer == 'converter':
+        from vpt_mm.converters.common import save_backbone_checkpoint
+        real = torch.save
+
+        def partial(obj, f, *a, **k):
+            with open(f, 'wb') as out:
+                out.write(b'PK\x03\x04trunc')
+            raise KeyboardInterrupt
+        monkeypatch.setattr(torch, 'save', partial)
+        call = lambda: save_backbone_checkpoint(  # noqa: E731
+            {'w': torch.zeros(2)}, path, 'test')
+    elif writer == 'results':
+        def call():
+            with atomic_file(path) as f:
+                half_written(f)
+    else:
+        from vpt_mm.evaluation.figures import plot_bars
+        import matplotlib.figure
+        monkeypatch.setattr(matplotlib.figure.Figure, 'savefig',
+                            lambda self, tmp, **k: open(tmp, 'w').write('x')
+                            and _interrupted())
+        call = lambda: plot_bars([dict(name='a', mean=1.0, std=0.1)],  # noqa
+                                 'title', 'acc', path)
+    with pytest.raises(KeyboardInterrupt):
+        call()
+    with open(path) as f:
+        assert f.read() == 'previous'
+    assert os.listdir(tmp_path) == [os.path.basename(path)]

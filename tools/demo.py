@@ -104,8 +104,8 @@ def main() -> None:
         results.setdefault(method, []).append(acc)
     lines = table(results)
     os.makedirs(OUT, exist_ok=True)
-    with open(osp.join(OUT, 'table1.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    from vpt_mm.integrity import atomic_write_text
+    atomic_write_text(osp.join(OUT, 'table1.md'), '\n'.join(lines) + '\n')
     from vpt_mm.evaluation.figures import plot_bars
     plot_bars([dict(name=m, mean=float(np.mean(a)),
                     std=float(np.std(a, ddof=1)))

@@ -16,14 +16,13 @@ Example:
 """
 import argparse
 import glob
-import json
 import os.path as osp
 import sys
 
 from mmengine.config import DictAction
 
 from vpt_mm.apis import VPTInferencer, parse_task_args
-from vpt_mm.runner import config_from_file
+from vpt_mm.runner import config_from_file, write_json
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -68,8 +67,7 @@ def main() -> None:
     results = inferencer(images, args.batch_size)
     preds = dict(zip(images, results))
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(preds, f, indent=1)
+        write_json(preds, args.out)
     for image, row in preds.items():
         shown = ', '.join(
             f'{t}: {r["pred_class"]} ({max(r["pred_scores"]):.2f})'

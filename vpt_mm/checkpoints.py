@@ -26,7 +26,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .integrity import backbone_fingerprint, check_finite, digest
+from .integrity import atomic_save, backbone_fingerprint, check_finite, digest
 from .prompts import (
     PromptModule,
     added_parameter_names,
@@ -412,16 +412,15 @@ def save_tuned(model: nn.Module,
         meta['classes'] = json.dumps([str(c) for c in classes])
     if task is not None:
         meta['task'] = str(task)
-    dirname = os.path.dirname(os.path.abspath(filename))
-    os.makedirs(dirname, exist_ok=True)
-    tmp = f'{filename}.tmp'
-    save_file(state, tmp, metadata=meta)
-    # safetensors creates its file with mode 0600; use the usual mode
-    # (0666 less the umask), as any other file the tools write.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, filename)
+    def write(tmp: str) -> None:
+        save_file(state, tmp, metadata=meta)
+        # safetensors creates its file with mode 0600; use the usual mode
+        # (0666 less the umask), as any other file the tools write.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+
+    atomic_save(filename, write)
     return state
 
 

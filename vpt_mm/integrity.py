@@ -14,8 +14,9 @@ state and atomic files.
 - :func:`rng_state` / :func:`set_rng_state` capture and restore every random
   number generator a training step draws from (python, numpy, torch, CUDA),
   so a resumed run continues the uninterrupted one bit for bit.
-- :func:`atomic_write_text` writes a small file so that it is complete or
-  absent.
+- :func:`atomic_file` / :func:`atomic_save` write any file so that it is
+  complete or absent (its previous version kept until then): every file
+  vpt_mm writes goes through them.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ import hashlib
 import os
 import os.path as osp
 import random
-from typing import Any, Dict, Iterable, Mapping
+from contextlib import contextmanager
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -31,7 +33,8 @@ import torch.nn as nn
 
 __all__ = [
     'digest', 'backbone_fingerprint', 'check_finite', 'rng_state',
-    'set_rng_state', 'atomic_write_text', 'atomic_replace'
+    'set_rng_state', 'atomic_file', 'atomic_save', 'atomic_write_text',
+    'atomic_replace'
 ]
 
 
@@ -155,16 +158,54 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so
-    ``path`` is either its previous version or the complete new one."""
-    tmp = f'{path}.tmp'
+@contextmanager
+def atomic_file(path: str, mode: str = 'w', **kwargs) -> Iterator[IO]:
+    """Open a file that appears at ``path`` only once it is complete.
+
+    What is written goes to a temporary file next to ``path`` (named after
+    this process, so concurrent writers never share one), which is flushed,
+    fsynced and renamed onto ``path`` when the block ends; if the block
+    raises (or the process is killed), ``path`` keeps its previous version
+    and the temporary file is removed (or left, never read). This is the
+    one writer of every file vpt_mm writes.
+
+    Args:
+        path (str): The file.
+        mode (str): ``'w'`` or ``'wb'``.
+        **kwargs: More arguments of :func:`open` (``newline``, ...).
+    """
+    tmp = f'{path}.tmp{os.getpid()}'
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(tmp, 'w') as f:
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_save(path: str, save: Callable[[str], Any]) -> None:
+    """Write ``path`` with a function that writes to a path it is given
+    (``torch.save``, safetensors' ``save_file``, ``fig.savefig``), atomically
+    as :func:`atomic_file`: ``save`` writes a temporary file, which is then
+    fsynced and renamed onto ``path``."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    try:
+        save(tmp)
+        atomic_replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path) as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def atomic_replace(tmp: str, path: str) -> None:

@@ -283,12 +283,11 @@ def _json_scalar(value: object) -> object:
 def write_json(obj: object, path: str) -> None:
     """Write ``obj`` as json atomically: the file is complete or absent."""
     import json
-    tmp = f'{path}.tmp'
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2, default=_json_scalar)
-        f.write('\n')
-    os.replace(tmp, path)
+
+    from .integrity import atomic_file
+    text = json.dumps(obj, indent=2, default=_json_scalar) + '\n'
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def enable_amp(cfg: Config, dtype: Optional[str] = None) -> None:

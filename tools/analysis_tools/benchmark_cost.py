@@ -49,6 +49,8 @@ import torch
 from mmengine.config import DictAction
 
 import vpt_mm  # noqa: F401  (compatibility fixes first, registration)
+from vpt_mm.integrity import atomic_save
+from vpt_mm.runner import write_json
 from vpt_mm.tuning import saved_activations
 
 METHODS = ('full', 'linear', 'shallow', 'deep', 'prefix')
@@ -353,7 +355,7 @@ def plot(rows: List[dict], path: str) -> None:
             ax.legend()
             break
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100, format='png'))
 
 
 def parse_args() -> argparse.Namespace:
@@ -475,11 +477,9 @@ def main() -> None:
           f'{"max_memory_allocated" if args.device == "cuda" else "peak RSS"}')
     print(report(rows))
     if args.out_dir:
-        os.makedirs(args.out_dir, exist_ok=True)
-        with open(osp.join(args.out_dir, 'cost.json'), 'w') as f:
-            json.dump(dict(config=args.config, batch_size=args.batch_size,
-                           img_size=size[:2], device=device, rows=rows), f,
-                      indent=2)
+        write_json(dict(config=args.config, batch_size=args.batch_size,
+                        img_size=size[:2], device=device, rows=rows),
+                   osp.join(args.out_dir, 'cost.json'))
         plot(rows, osp.join(args.out_dir, 'cost.png'))
         print(f'wrote {args.out_dir}/cost.json and cost.png')
 

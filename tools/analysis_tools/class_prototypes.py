@@ -14,6 +14,7 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from vpt_mm.checkpoints import load_pretrained_backbone
+from vpt_mm.integrity import atomic_save
 from vpt_mm.prompts import class_prototypes, collect_features
 from vpt_mm.runner import config_from_file
 
@@ -51,7 +52,7 @@ def main() -> None:
 
     feats, labels = collect_features(lambda x: backbone(x)[-1], batches())
     protos = class_prototypes(feats, labels, cfg.model.head.num_classes)
-    torch.save(protos, args.out)
+    atomic_save(args.out, lambda tmp: torch.save(protos, tmp))
     print(f'Saved {tuple(protos.shape)} class prototypes to {args.out}')
 
 

@@ -11,7 +11,6 @@ Example:
         task.safetensors --task dmlab --out work_dirs/tsne_dmlab.png
 """
 import argparse
-import json
 import os.path as osp
 
 import numpy as np
@@ -23,7 +22,7 @@ from mmengine.runner import Runner
 from vpt_mm.checkpoints import load_model_checkpoint
 from vpt_mm.evaluation.figures import plot_tsne, tsne_embedding
 from vpt_mm.prompts import collect_features
-from vpt_mm.runner import resolve_config
+from vpt_mm.runner import resolve_config, write_json
 
 
 def parse_args() -> argparse.Namespace:
@@ -81,8 +80,8 @@ def main() -> None:
              f'\n{len(labels)} {args.split} images' +
              (f', task {cfg.task}' if cfg.get('task') else ''))
     drawn = plot_tsne(points, labels.numpy(), classes, title, args.out)
-    with open(osp.splitext(args.out)[0] + '.json', 'w') as f:
-        json.dump(dict(points=points.tolist(), labels=labels.tolist()), f)
+    write_json(dict(points=points.tolist(), labels=labels.tolist()),
+               osp.splitext(args.out)[0] + '.json')
     print(f'Saved the t-SNE of {drawn["points"]} embeddings '
           f'({drawn["classes"]} classes) to {args.out}')
 

@@ -32,9 +32,9 @@ def save_backbone_checkpoint(state: Dict[str, torch.Tensor], path: str,
     The keys are the backbone's own (no ``backbone.`` prefix), so a config
     loads it with ``init_cfg=dict(type='Pretrained', checkpoint=path)``.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save(
-        dict(state_dict=state, meta=dict(converted_from=source)), path)
+    from ..integrity import atomic_save
+    atomic_save(path, lambda tmp: torch.save(
+        dict(state_dict=state, meta=dict(converted_from=source)), tmp))
 
 
 def rename_keys(state: Dict[str, torch.Tensor],

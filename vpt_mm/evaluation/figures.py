@@ -4,7 +4,6 @@ returns what it drew, so callers and tests can check the picture reflects
 its input."""
 from __future__ import annotations
 
-import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
@@ -19,10 +18,11 @@ def _pyplot():
 
 
 def _save(fig, out: str) -> None:
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    tmp = f'{out}.tmp.png'
-    fig.savefig(tmp, dpi=120, bbox_inches='tight')
-    os.replace(tmp, out)
+    from ..integrity import atomic_save
+    fmt = osp.splitext(out)[1].lstrip('.') or 'png'
+    atomic_save(out, lambda tmp: fig.savefig(tmp, dpi=120,
+                                             bbox_inches='tight',
+                                             format=fmt))
 
 
 def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..datasets import GROUPS, TASKS, get_task
+from ..integrity import atomic_file
 
 REQUIRED = ('method', 'backbone', 'task', 'top1')
 
@@ -276,10 +277,10 @@ def write_results(records: Sequence[dict],
     if reference is not None:
         lines += significance_lines(summary['significance']['tests'],
                                     reference, columns)
-    with open(f'{out_prefix}.md', 'w') as f:
+    with atomic_file(f'{out_prefix}.md') as f:
         f.write('\n'.join(lines) + '\n')
 
-    with open(f'{out_prefix}.csv', 'w', newline='') as f:
+    with atomic_file(f'{out_prefix}.csv', newline='') as f:
         writer = csv.writer(f)
         csv_header = ['method', 'backbone']
         for kind, key, title in columns:
@@ -296,7 +297,7 @@ def write_results(records: Sequence[dict],
                     values.append('' if std is None else f'{std:.4f}')
             writer.writerow(values)
 
-    with open(f'{out_prefix}.json', 'w') as f:
+    with atomic_file(f'{out_prefix}.json') as f:
         json.dump(dict(summary, records=list(records)), f, indent=2)
         f.write('\n')
     return summary

@@ -27,6 +27,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Sequence
 
+from ..integrity import atomic_file
 from .jobs import LOG_FILE, Job
 
 __all__ = [
@@ -197,7 +198,7 @@ class SlurmExecutor(Executor):
         folder = osp.join(self.work_dir, 'slurm')
         os.makedirs(folder, exist_ok=True)
         lines = osp.join(folder, f'{stage}.jobs')
-        with open(lines, 'w') as f:
+        with atomic_file(lines) as f:
             for job in jobs:
                 f.write(f'cd {shlex.quote(os.getcwd())} && '
                         f'{shlex.join(job.command)} > '
@@ -215,7 +216,7 @@ class SlurmExecutor(Executor):
         if self.gpus:
             directives.append(f'--gres=gpu:{self.gpus}')
         path = osp.join(folder, f'{stage}.sh')
-        with open(path, 'w') as f:
+        with atomic_file(path) as f:
             f.write('#!/bin/bash\n')
             f.writelines(f'#SBATCH {d}\n' for d in directives)
             f.write('set -o pipefail\n'

@@ -56,6 +56,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..datasets import TASKS, get_task, tasks_of
 from ..evaluation import write_results
+from ..integrity import atomic_file
 from ..runner import (
     apply_task,
     config_from_file,
@@ -383,7 +384,7 @@ class Sweep:
                 cells.append(str(best['num_tokens']))
             cells += [f'{best["top1"]:.2f}', diverged]
             lines.append('| ' + ' | '.join(cells) + ' |')
-        with open(osp.join(self.work_dir, 'hparams.md'), 'w') as f:
+        with atomic_file(osp.join(self.work_dir, 'hparams.md')) as f:
             f.write('\n'.join(lines) + '\n')
 
 
