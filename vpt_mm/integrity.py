@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 
 __all__ = [
-    'digest', 'backbone_fingerprint', 'check_finite', 'rng_state',
+    'digest', 'file_sha256', 'backbone_fingerprint', 'check_finite',
+    'rng_state',
     'set_rng_state', 'atomic_file', 'atomic_save', 'atomic_write_text',
     'atomic_replace'
 ]
@@ -84,6 +85,15 @@ def digest(obj: Any) -> str:
     """
     h = hashlib.sha256()
     _update(h, obj)
+    return h.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 (hex) of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            h.update(block)
     return h.hexdigest()
 
 

@@ -1,4 +1,6 @@
 """The sweep's pure parts; the real sweep runs in tests/test_tools."""
+import os
+
 import pytest
 
 from vpt_mm.sweep import (
@@ -84,3 +86,48 @@ def test_restart_with_other_arguments_is_an_error(tmp_path):
     with pytest.raises(ValueError, match='records a different sweep'):
         Sweep(SweepSpec('c.py', [1, 2], [0]), str(tmp_path), ['dmlab'],
               'vtab1k').check_spec()
+
+
+def _config_with_checkpoint(tmp_path):
+    ckpt = tmp_path / 'backbone.pth'
+    ckpt.write_bytes(b'first backbone')
+    cfg = tmp_path / 'c.py'
+    cfg.write_text(
+        'model = dict(backbone=dict(init_cfg=dict(type="Pretrained", '
+        f'checkpoint="{ckpt}")), head=dict(num_classes=1))\n'
+        'train_dataloader = dict(dataset=dict(type="VTAB1k", task="dmlab"))\n')
+    return str(cfg), ckpt
+
+
+def test_jobs_record_the_bytes_of_their_checkpoint(tmp_path):
+    """A pretrained checkpoint replaced between a kill and a restart (same
+    path, other backbone) is found: the job's record no longer matches."""
+    from vpt_mm.sweep.jobs import record_config
+    cfg, ckpt = _config_with_checkpoint(tmp_path)
+    sweep = Sweep(SweepSpec(cfg, [1], [0]), str(tmp_path / 's'), ['dmlab'],
+                  'vtab1k')
+    job = str(tmp_path / 's' / 'job')
+    config = sweep.job_config('dmlab', [])
+    assert 'model.backbone.init_cfg.checkpoint.sha256' in config
+    record_config(job, config)
+    (tmp_path / 's' / 'job' / 'epoch_1.pth').write_bytes(b'half done')
+    record_config(job, sweep.job_config('dmlab', []))  # unchanged: reused
+    ckpt.write_bytes(b'another backbone')
+    restarted = Sweep(SweepSpec(cfg, [1], [0]), str(tmp_path / 's'),
+                      ['dmlab'], 'vtab1k')
+    with pytest.raises(ValueError, match='init_cfg.checkpoint.sha256'):
+        record_config(job, restarted.job_config('dmlab', []))
+
+
+def test_two_sweeps_on_one_folder_are_refused(tmp_path):
+    first = Sweep(SweepSpec('c.py', [1], [0]), str(tmp_path), ['dmlab'],
+                  'vtab1k')
+    first.lock()
+    second = Sweep(SweepSpec('c.py', [1], [0]), str(tmp_path), ['dmlab'],
+                   'vtab1k')
+    with pytest.raises(RuntimeError, match=r'in use by another sweep \(pid '
+                       rf'{os.getpid()} on'):
+        second.lock()
+    first.unlock()
+    second.lock()  # free again
+    second.unlock()

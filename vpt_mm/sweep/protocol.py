@@ -30,11 +30,16 @@ such in ``best.json`` and ``hparams`` and never selected; a task whose every
 grid point diverged, or a final seed that diverged, is reported as
 ``failed`` in the tables (and ``tools/sweep.py`` exits with an error).
 
-**Jobs cannot mix configs.** Each job records the digest of its resolved
-config (the file after ``_base_`` merging, plus every option) in
-``job.json``; a restarted sweep refuses to reuse a job whose config changed,
-naming the difference. ``restart=True`` (``--restart``) reruns such jobs
-from scratch.
+**Jobs cannot mix configs or backbones.** Each job records the digest of
+its resolved config (the file after ``_base_`` merging, plus every option)
+and the sha256 of every checkpoint file it names (``init_cfg.checkpoint``,
+``load_from``) in ``job.json``; a restarted sweep refuses to reuse a job
+whose config or pretrained checkpoint changed, naming the difference.
+``restart=True`` (``--restart``) reruns such jobs from scratch.
+
+**One sweep per folder.** A running sweep holds a lock on
+``<root>/sweep.lock`` (which names its process); a second sweep on the same
+folder is refused, naming the holder.
 
 Layout::
 
@@ -56,7 +61,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..datasets import TASKS, get_task, tasks_of
 from ..evaluation import write_results
-from ..integrity import atomic_file
+from ..integrity import atomic_file, file_sha256
 from ..runner import (
     apply_task,
     config_from_file,
@@ -74,6 +79,9 @@ from .grid import (
     select_best,
 )
 from .jobs import Job, job_result, record_config
+
+#: The lock a running sweep holds on its folder.
+LOCK_FILE = 'sweep.lock'
 
 
 class Sweep:
@@ -151,6 +159,8 @@ class Sweep:
         #: Tasks that gave no number, with the reason.
         self.failed: Dict[str, str] = {}
         self._base_cfg = None
+        self._file_digests: Dict[tuple, str] = {}
+        self._lock_fd: Optional[int] = None
         dataset_cls = _dataset_class(get_task(self.tasks[0]).dataset_type)
         self.tune_splits = dataset_cls.TUNE_SPLITS
         self.final_splits = dataset_cls.FINAL_SPLITS
@@ -211,7 +221,21 @@ class Sweep:
         if job_options:
             cfg.merge_from_dict(job_options)
         apply_task(cfg, task)
-        return flatten_config(cfg)
+        config = flatten_config(cfg)
+        for key, value in list(config.items()):
+            if ((key.endswith('init_cfg.checkpoint') or key == 'load_from')
+                    and isinstance(value, str) and osp.isfile(value)):
+                config[f'{key}.sha256'] = self._checkpoint_sha256(value)
+        return config
+
+    def _checkpoint_sha256(self, path: str) -> str:
+        """sha256 of a checkpoint file, hashed once per sweep process for a
+        given file (path, inode, size and modification time)."""
+        st = os.stat(path)
+        key = (osp.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self._file_digests:
+            self._file_digests[key] = file_sha256(path)
+        return self._file_digests[key]
 
     def check_job(self, task: str, work_dir: str, opts: List[str]) -> None:
         """Record a new job's resolved config, or check that a job's
@@ -329,6 +353,48 @@ class Sweep:
         ``failed`` in the tables.
         """
         os.makedirs(self.work_dir, exist_ok=True)
+        if not self.dry_run:
+            self.lock()
+        try:
+            return self._run()
+        finally:
+            self.unlock()
+
+    def lock(self) -> None:
+        """Take the sweep folder's lock (``sweep.lock``), or refuse.
+
+        Raises:
+            RuntimeError: If another sweep holds it, naming that sweep's
+                process, host and start time.
+        """
+        import fcntl
+        import socket
+        import time
+        path = osp.join(self.work_dir, LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 4096).decode(errors='replace').strip()
+            os.close(fd)
+            raise RuntimeError(
+                f'{self.work_dir} is in use by another sweep '
+                f'({holder or "unknown process"}): two sweeps on one folder '
+                'would run jobs twice or overwrite each other. Wait for it, '
+                'or use another --work-dir') from None
+        os.ftruncate(fd, 0)
+        os.write(fd, (f'pid {os.getpid()} on {socket.gethostname()}, since '
+                      f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n').encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release the lock taken by :meth:`lock` (closing it releases it;
+        the file stays)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _run(self) -> List[dict]:
         self.check_spec()
         outcome = self.tune()
         if outcome is None:  # dry run: final jobs depend on the choice
