@@ -134,7 +134,7 @@ def test_duplicated_line_names_both_lines(tmp_path, vtab_root):
 
     root = _broken_copy(tmp_path, vtab_root, edit)
     with pytest.raises(ValueError, match=r'test.txt, line 13: image .* is '
-                       r'listed twice \(also at .*test.txt, line 1\)'):
+                       r'listed twice \(also at .*test.txt, line 1,'):
         VTAB1k(task='dmlab', data_root=root, split='test')
 
 
@@ -156,3 +156,50 @@ def test_dataset_argument_types(vtab_root):
                        "got '0.5'"):
         VTAB1k(task='dmlab', data_root=vtab_root, split='test',
                train_fraction='0.5')
+
+
+@pytest.mark.parametrize('spelling', ['dot', 'double_slash', 'symlink'])
+def test_one_image_spelled_twice_is_a_duplicate(tmp_path, vtab_root,
+                                                spelling):
+    """`images/./x.jpg`, `images//x.jpg` and a link to `images/x.jpg` are the
+    same image: listed twice, it would count twice."""
+    import os
+
+    def edit(d):
+        with open(d / 'test.txt') as f:
+            first = f.readline()
+        rel, label = first.split()
+        folder, name = osp.split(rel)
+        if spelling == 'dot':
+            again = f'{folder}/./{name}'
+        elif spelling == 'double_slash':
+            again = f'{folder}//{name}'
+        else:
+            os.symlink(osp.abspath(d / rel), d / folder / f'link_{name}')
+            again = f'{folder}/link_{name}'
+        with open(d / 'test.txt', 'a') as f:
+            f.write(f'{again} {label}\n')
+
+    root = _broken_copy(tmp_path, vtab_root, edit)
+    with pytest.raises(ValueError, match=r'test.txt, line 13: image .* is '
+                       r'listed twice \(also at .*test.txt, line 1'):
+        VTAB1k(task='dmlab', data_root=root, split='test')
+
+
+def test_fgvc_image_spelled_twice_is_a_duplicate(tmp_path):
+    import json
+
+    from vpt_mm.datasets import FGVC, get_task
+    from vpt_mm.datasets.fgvc_splits import write_fgvc_splits
+    from vpt_mm.datasets.synthetic import FGVC_MAKERS
+    root = str(tmp_path)
+    write_fgvc_splits('cub', FGVC_MAKERS['cub'](root), seed=0)
+    split = osp.join(root, get_task('cub').folder, 'test.json')
+    with open(split) as f:
+        entries = json.load(f)
+    path, label = next(iter(entries.items()))
+    entries[path.replace('/', '/./', 1)] = label
+    with open(split, 'w') as f:
+        json.dump(entries, f)
+    with pytest.raises(ValueError, match='listed twice'):
+        FGVC(task='cub', data_root=root, split='test')

@@ -244,12 +244,14 @@ class BenchmarkDataset(BaseDataset, metaclass=ABCMeta):
                 raise ValueError(
                     f'{where}: label {label} is outside the {num_classes} '
                     f'classes of {self.task.name} (0..{num_classes - 1})')
-            if path in seen:
+            # The file itself, however it is spelled ('./', '//', links).
+            key = osp.realpath(path)
+            if key in seen:
                 raise ValueError(
                     f'{where}: image {path} is listed twice (also at '
-                    f'{seen[path]}); a duplicated entry would count twice '
-                    'in training or in the score')
-            seen[path] = where
+                    f'{seen[key]}, the same file {key}); a duplicated entry '
+                    'would count twice in training or in the score')
+            seen[key] = where
             if not osp.isfile(path):
                 missing.append((where, path))
         if missing:
