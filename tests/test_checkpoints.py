@@ -249,3 +249,36 @@ def test_generic_loaders_refuse_a_file_that_does_not_fit_the_head(
     torch.testing.assert_close(same.head.fc.weight, model.head.fc.weight)
     if kind == 'tuned':  # the inferencer labels with the file's classes
         assert checkpoint['meta']['dataset_meta'] == dict(classes=list('abc'))
+
+
+def test_pretrained_file_with_prompts_is_refused(tmp_path, pretrained):
+    """A 'pretrained' file holding prompt tensors would overwrite the
+    prompts while the log says they keep their initialisation."""
+    state = torch.load(pretrained)['state_dict']
+    state['prompt.embeddings'] = torch.ones(4, 2, 32)
+    bad = str(tmp_path / 'with_prompts.pth')
+    torch.save(dict(state_dict=state), bad)
+    model = tiny_vit(dict(num_tokens=2, deep=True))
+    with pytest.raises(ValueError, match=r"holds prompt \(or adapter\) "
+                       r"tensors \(\['prompt.embeddings'\]\)"):
+        load_pretrained_backbone(model, bad)
+    assert not torch.equal(model.prompt.embeddings, torch.ones(4, 2, 32))
+
+
+@pytest.mark.parametrize('written, ok', [(None, True), (6, True),
+                                         (10, False)])
+def test_num_classes_next_to_a_task_is_an_error(tmp_path, written, ok):
+    from vpt_mm.runner import check_num_classes_in_file
+    base = os.path.abspath('configs/vtab/vpt_deep_vit-b.py')
+    text = f"_base_ = ['{base}']\ntask = 'dmlab'\n"
+    if written is not None:
+        text += f'model = dict(head=dict(num_classes={written}))\n'
+    path = tmp_path / 'mine.py'
+    path.write_text(text)
+    if ok:
+        check_num_classes_in_file(str(path))
+        check_num_classes_in_file(base)  # 100 for its cifar100
+    else:
+        with pytest.raises(ValueError, match="sets num_classes=10 next to "
+                           "task 'dmlab', which has 6 classes"):
+            check_num_classes_in_file(str(path))

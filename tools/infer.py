@@ -19,10 +19,8 @@ import glob
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
-
 from vpt_mm.apis import VPTInferencer, parse_task_args
-from vpt_mm.runner import config_from_file, write_json
+from vpt_mm.runner import add_config_args, config_from_args, write_json
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -49,19 +47,23 @@ def list_images(paths):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
+    add_config_args(parser, task=False)
     parser.add_argument('inputs', nargs='+', help='image files or folders')
-    parser.add_argument('--task', action='append', required=True,
-                        metavar='NAME=FILE[,FILE...]')
+    parser.add_argument(
+        '--task', action='append', required=True,
+        metavar='NAME=FILE[,FILE...]',
+        help='a task and its tuned-only file (several files: a prompt '
+        'ensemble); repeat for more tasks. A benchmark task name (dmlab, '
+        'cub, ...) points the config at that task and the file must have '
+        'been trained on it; any other name is a label')
     parser.add_argument('--out', help='write the predictions to this json')
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
     parser.add_argument('--allow-other-backbone', action='store_true')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
     images = list_images(args.inputs)
     tasks = parse_task_args(args.task)
-    cfg = config_from_file(args.config, args.cfg_options)
+    cfg = config_from_args(args)
     inferencer = VPTInferencer(cfg, tasks, args.device,
                                args.allow_other_backbone)
     results = inferencer(images, args.batch_size)

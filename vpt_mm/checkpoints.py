@@ -140,12 +140,20 @@ def load_pretrained_backbone(backbone: nn.Module,
         raise ValueError(
             f'Checkpoint {filename} holds a whole model (keys start with '
             "'backbone.'); set prefix='backbone.' in the Pretrained init_cfg")
+    added_keys = added_parameter_names(backbone)
+    tuned = sorted(k for k in state if k in added_keys)
+    if tuned:
+        raise ValueError(
+            f'Checkpoint {filename} holds prompt (or adapter) tensors '
+            f'({tuned[:3]}): it is a tuned or training checkpoint, not a '
+            'pretrained backbone, and would overwrite the prompts. Load it '
+            'with load_from / tools/test.py CONFIG FILE, and point init_cfg '
+            'at the backbone it was trained on')
     try:
         missing, unexpected = backbone.load_state_dict(state, strict=False)
     except RuntimeError as err:
         raise ValueError(f'Checkpoint {filename} does not fit '
                          f'{type(backbone).__name__}: {err}') from err
-    added_keys = added_parameter_names(backbone)
     # Relative-position indices (Swin) are rebuilt by the model itself and
     # dropped by its pre-hook when a bias table is resized.
     missing = [

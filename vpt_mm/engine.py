@@ -44,6 +44,7 @@ from .registry import RUNNERS
 from .runner import (
     apply_task,
     check_cached_features,
+    check_num_classes_in_file,
     random_transforms,
 )
 
@@ -142,6 +143,8 @@ class VPTRunner(Runner):
         data_root=DIR`` sets every benchmark dataset and the head's
         ``num_classes``."""
         cfg = copy.deepcopy(cfg)
+        if cfg.filename and osp.isfile(cfg.filename):
+            check_num_classes_in_file(cfg.filename)
         apply_task(cfg)
         check_cached_features(cfg)
         return super().from_cfg(cfg)

@@ -25,20 +25,40 @@ LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
 CONFIG_FOLDERS = {'vtab1k': 'vtab', 'fgvc': 'fgvc'}
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by the train and test entry points."""
+def add_config_args(parser: argparse.ArgumentParser,
+                    task: bool = True) -> None:
+    """The config arguments every tool that takes a config shares: the
+    config, ``--cfg-options`` and (unless the tool uses the name otherwise)
+    ``--task``; read them with :func:`config_from_args`, so the task and
+    the data root are applied the same way everywhere."""
     parser.add_argument('config', help='config file path')
-    parser.add_argument('--work-dir', help='directory for logs and models')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
         help='override config keys, e.g. '
-        'model.backbone.prompt_cfg.num_tokens=10')
-    parser.add_argument(
-        '--task',
-        help='VTAB-1k task or FGVC dataset of a benchmark config (e.g. '
-        'dmlab, cub); sets the datasets and the head\'s num_classes')
+        'model.backbone.prompt_cfg.num_tokens=10, task=dmlab, '
+        'data_root=DIR')
+    if task:
+        parser.add_argument(
+            '--task',
+            help='VTAB-1k task or FGVC dataset of a benchmark config (e.g. '
+            'dmlab, cub); sets the datasets and the head\'s num_classes')
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The resolved config of a tool's arguments (:func:`add_config_args`):
+    :func:`resolve_config` of the config, ``--cfg-options`` (where
+    ``task=`` and ``data_root=`` count as ``--task`` and the data root)
+    and ``--task``."""
+    return resolve_config(args.config, args.cfg_options,
+                          getattr(args, 'task', None))
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments shared by the train and test entry points."""
+    add_config_args(parser)
+    parser.add_argument('--work-dir', help='directory for logs and models')
     parser.add_argument(
         '--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -187,6 +207,57 @@ def apply_data_root(cfg: Config) -> None:
             dataset = dataset.get('dataset')
 
 
+def _num_classes_in(path: str) -> Optional[object]:
+    """The ``num_classes`` the config file itself (not its bases) writes,
+    if it writes one as a literal."""
+    import ast
+    try:
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        pairs = []
+        if isinstance(node, ast.Call):
+            pairs = [(k.arg, k.value) for k in node.keywords]
+        elif isinstance(node, ast.Dict):
+            pairs = [(k.value if isinstance(k, ast.Constant) else None, v)
+                     for k, v in zip(node.keys, node.values)]
+        for key, value in pairs:
+            if key == 'num_classes':
+                try:
+                    return ast.literal_eval(value)
+                except ValueError:
+                    return '<expression>'
+    return None
+
+
+def check_num_classes_in_file(path: str) -> None:
+    """Refuse a config file that sets ``num_classes`` next to a task.
+
+    The task decides the head's class count (:func:`apply_task`), so a
+    config file (not its bases) that writes another count would have it
+    silently replaced.
+
+    Raises:
+        ValueError: Naming the file, its count and the task's.
+    """
+    from .datasets import get_task
+    written = _num_classes_in(path)
+    if written is None:
+        return
+    task = Config.fromfile(path).get('task', None)
+    if task is None:
+        return
+    expected = get_task(task).num_classes
+    if written != expected:
+        raise ValueError(
+            f'{path} sets num_classes={written} next to task {task!r}, which '
+            f'has {expected} classes: the task decides the head\'s '
+            'num_classes; remove num_classes from the config and choose the '
+            'task (task=..., --task)')
+
+
 def parse_cfg_options(options: Sequence[str]) -> dict:
     """``['key=value', ...]`` parsed as ``--cfg-options`` parses them."""
     namespace = argparse.Namespace()
@@ -205,6 +276,7 @@ def resolve_config(path: str,
             by an option of a benchmark config (the task and the top-level
             ``data_root`` decide them).
     """
+    check_num_classes_in_file(path)
     cfg = config_from_file(path, cfg_options)
     if task is not None or cfg.get('task', None) is not None:
         for key in cfg_options or {}:

@@ -208,3 +208,41 @@ def test_mmpretrain_own_train_tool_selects_task_and_data(bench, tmp_path):
         dataset = dumped[key].dataset
         assert (dataset.task, dataset.data_root) == ('dmlab', str(moved))
     assert dumped.model.head.num_classes == 6
+
+
+def test_tools_take_the_task_and_files_know_theirs(bench, tmp_path):
+    """extract_tuned.py and class_prototypes.py take the task as
+    tools/test.py does (--task, --cfg-options task=); a tuned file trained
+    on dmlab is refused on clevr_dist (also 6 classes), naming both."""
+    root, configs = bench
+    cfg = configs['vtab']
+    work = str(tmp_path / 'work')
+    run([sys.executable, 'tools/train.py', cfg, '--task', 'dmlab',
+         '--work-dir', work, '--cfg-options', 'train_cfg.max_epochs=1',
+         'train_cfg.val_interval=1'])
+    tuned = str(tmp_path / 'dmlab.safetensors')
+    for how in (['--task', 'dmlab'], ['--cfg-options', 'task=dmlab']):
+        run([sys.executable, 'tools/model_converters/extract_tuned.py', cfg,
+             osp.join(work, 'epoch_1.pth'), tuned, *how])
+    from safetensors import safe_open
+    with safe_open(tuned, framework='pt') as f:
+        assert f.metadata()['task'] == 'dmlab'
+    # The default task (cifar100) is not the checkpoint's.
+    out = fails([sys.executable, 'tools/model_converters/extract_tuned.py',
+                 cfg, osp.join(work, 'epoch_1.pth'), tuned])
+    assert "trained on task 'dmlab', but this run selects task " \
+        "'cifar100'" in out
+    run([sys.executable, 'tools/test.py', cfg, tuned, '--task', 'dmlab'])
+    other = tmp_path / 'other'
+    make_vtab_task(str(other), 'clevr_dist', train=2, val=1, test=1)
+    test_other = [sys.executable, 'tools/test.py', cfg, tuned, '--task',
+                  'clevr_dist', '--cfg-options', f'data_root={other}']
+    out = fails(test_other)
+    assert "trained on task 'dmlab', but this run selects task " \
+        "'clevr_dist'" in out
+    assert 'accuracy/top1' in run(test_other + ['--allow-other-task'])
+    protos = str(tmp_path / 'protos.pt')
+    for how in (['--task', 'dmlab'], ['--cfg-options', 'task=dmlab']):
+        run([sys.executable, 'tools/analysis_tools/class_prototypes.py', cfg,
+             protos, *how])
+        assert tuple(torch.load(protos).shape) == (6, 32)

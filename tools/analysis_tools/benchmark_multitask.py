@@ -16,12 +16,11 @@ import statistics
 import time
 
 import torch
-from mmengine.config import DictAction
 from mmengine.registry import MODELS
 
 from vpt_mm.apis import MultiTaskClassifier, copy_frozen_backbone
 from vpt_mm.checkpoints import tuned_state_dict
-from vpt_mm.runner import config_from_file
+from vpt_mm.runner import add_config_args, config_from_args
 
 
 def tensor_bytes(module: torch.nn.Module) -> int:
@@ -35,14 +34,13 @@ def tensor_bytes(module: torch.nn.Module) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
+    add_config_args(parser)
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--tasks', type=int, nargs='+', default=[1, 4, 16])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
-    cfg = config_from_file(args.config, args.cfg_options)
+    cfg = config_from_args(args)
     cfg.model.backbone.pop('init_cfg', None)
     device = torch.device(args.device)
     models = []

@@ -10,22 +10,20 @@ Example:
 import argparse
 
 import torch
-from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from vpt_mm.checkpoints import load_pretrained_backbone
 from vpt_mm.integrity import atomic_save
 from vpt_mm.prompts import class_prototypes, collect_features
-from vpt_mm.runner import config_from_file
+from vpt_mm.runner import add_config_args, config_from_args
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='a classification config')
+    add_config_args(parser)
     parser.add_argument('out', help='output .pt file of shape (C, d)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
-    cfg = config_from_file(args.config, args.cfg_options)
+    cfg = config_from_args(args)
     from mmengine.registry import MODELS
 
     backbone_cfg = cfg.model.backbone.copy()

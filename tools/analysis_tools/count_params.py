@@ -8,9 +8,7 @@ Example:
 """
 import argparse
 
-from mmengine.config import DictAction
-
-from vpt_mm.runner import config_from_file
+from vpt_mm.runner import add_config_args, config_from_args
 from vpt_mm.tuning import (
     checkpoint_sizes,
     count_parameters,
@@ -20,10 +18,9 @@ from vpt_mm.tuning import (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='config file with a `model`')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    add_config_args(parser)
     args = parser.parse_args()
-    cfg = config_from_file(args.config, args.cfg_options)
+    cfg = config_from_args(args)
     cfg.model.backbone.pop('init_cfg', None)
     from mmengine.registry import MODELS
     model = MODELS.build(cfg.model)

@@ -13,26 +13,23 @@ import os.path as osp
 
 import numpy as np
 import torch
-from mmengine.config import DictAction
 from mmengine.registry import DATASETS
 
 from vpt_mm.apis import VPTInferencer
-from vpt_mm.runner import resolve_config
+from vpt_mm.runner import add_config_args, config_from_args
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
+    add_config_args(parser)
     parser.add_argument('files', nargs='+', help='tuned-only files (or '
                         'training checkpoints) of one task')
-    parser.add_argument('--task', help='benchmark task (as tools/test.py)')
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
     if len(args.files) < 2:
         parser.error('an ensemble needs two or more files')
-    cfg = resolve_config(args.config, args.cfg_options, args.task)
+    cfg = config_from_args(args)
     name = cfg.get('task', None) or osp.splitext(osp.basename(args.config))[0]
     members = {f'member{k}': path for k, path in enumerate(args.files)}
     inferencer = VPTInferencer(

@@ -15,30 +15,27 @@ import os.path as osp
 
 import numpy as np
 import torch
-from mmengine.config import DictAction
 from mmengine.registry import DATASETS, MODELS
 from mmengine.runner import Runner
 
 from vpt_mm.checkpoints import load_model_checkpoint
 from vpt_mm.evaluation.figures import plot_tsne, tsne_embedding
 from vpt_mm.prompts import collect_features
-from vpt_mm.runner import resolve_config, write_json
+from vpt_mm.runner import add_config_args, config_from_args, write_json
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config')
+    add_config_args(parser)
     parser.add_argument('checkpoint', help='.pth training checkpoint or '
                         'tuned-only .safetensors file')
     parser.add_argument('--out', required=True, help='output .png')
-    parser.add_argument('--task', help='benchmark task (as tools/test.py)')
     parser.add_argument('--split', choices=('test', 'val'), default='test',
                         help='dataloader to embed (default: test)')
     parser.add_argument('--max-samples', type=int, default=2000,
                         help='embed at most this many images, evenly spread '
                         'over the split (default: 2000)')
     parser.add_argument('--seed', type=int, default=0, help='t-SNE seed')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args()
 
 
@@ -46,7 +43,7 @@ def main() -> None:
     args = parse_args()
     if args.max_samples < 4:
         raise SystemExit('--max-samples must be at least 4')
-    cfg = resolve_config(args.config, args.cfg_options, args.task)
+    cfg = config_from_args(args)
     model = MODELS.build(cfg.model)
     load_model_checkpoint(model, args.checkpoint,
                           cfg.get('allow_other_backbone', False))

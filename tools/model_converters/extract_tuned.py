@@ -8,7 +8,6 @@ Example:
 """
 import argparse
 
-from mmengine.config import DictAction
 from mmengine.registry import MODELS
 
 from vpt_mm.checkpoints import (
@@ -17,18 +16,16 @@ from vpt_mm.checkpoints import (
     save_tuned,
     task_of,
 )
-from vpt_mm.runner import config_from_file
+from vpt_mm.runner import add_config_args, config_from_args
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='the config the checkpoint was '
-                        'trained with (decides what is tuned)')
+    add_config_args(parser)
     parser.add_argument('checkpoint', help='mmengine training checkpoint')
     parser.add_argument('out', help='output .safetensors file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     args = parser.parse_args()
-    cfg = config_from_file(args.config, args.cfg_options)
+    cfg = config_from_args(args)
     model = MODELS.build(cfg.model)
     # Strict and verified; a checkpoint saved without its frozen backbone
     # gets it from the config's pretrained checkpoint (fingerprint checked).
