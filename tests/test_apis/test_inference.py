@@ -122,3 +122,35 @@ def test_tasks_that_tune_the_backbone_run_alone(setup, tmp_path):
     for name, path in zip('ab', paths):
         torch.testing.assert_close(probs[name], reference(cfg, path, images),
                                    atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_non_finite_images_are_refused_by_name(setup, tmp_path, bad):
+    """A NaN / inf image gets no pred_label 0 and no NaN score: it is
+    refused, naming it (arrays by index, files by path)."""
+    import numpy as np
+    cfg, files, images = setup
+    inferencer = VPTInferencer(cfg, dict(deep8=files['deep8']))
+    broken = images[1].astype(np.float32)
+    broken[0, 0, 0] = bad
+    with pytest.raises(ValueError, match='input array 1 has non-finite '
+                       r'pixel values \(NaN or inf\)'):
+        inferencer([images[0], broken])
+    path = str(tmp_path / 'broken.npy')
+    np.save(path, broken)
+    inferencer.reads_files = True  # a float-image reader
+    inferencer.pipeline = lambda data: dict(
+        inputs=torch.from_numpy(np.load(data['img_path'])).permute(2, 0, 1),
+        data_samples=None)
+    with pytest.raises(ValueError, match=f'image {path} has non-finite'):
+        inferencer([path])
+
+
+def test_non_finite_scores_are_refused(setup):
+    cfg, files, images = setup
+    inferencer = VPTInferencer(cfg, dict(deep8=files['deep8']))
+    with torch.no_grad():
+        inferencer.server.heads[0].fc.bias.fill_(float('inf'))
+    with pytest.raises(FloatingPointError, match="Task 'deep8' gave "
+                       'non-finite scores for input array 0'):
+        inferencer(images[:2])

@@ -191,6 +191,12 @@ def parse_task_args(items: Sequence[str]) -> Dict[str, List[str]]:
     return tasks
 
 
+def _name(item: ImageInput, index: int) -> str:
+    """An input as messages name it."""
+    return f'image {item}' if isinstance(item, str) else \
+        f'input array {index}'
+
+
 class VPTInferencer:
     """Classify images with several tuned tasks on one backbone.
 
@@ -260,8 +266,23 @@ class VPTInferencer:
         self._from_array = Compose(steps[1:] if self.reads_files else steps)
         return Compose(steps)
 
-    def _prepare(self, item: ImageInput) -> dict:
+    def _prepare(self, item: ImageInput, index: int) -> dict:
+        data = self._read(item)
+        inputs = data['inputs']
+        if (isinstance(inputs, torch.Tensor) and inputs.is_floating_point()
+                and not bool(torch.isfinite(inputs).all())):
+            raise ValueError(
+                f'{_name(item, index)} has non-finite pixel values (NaN or '
+                'inf): no score of it would mean anything')
+        return data
+
+    def _read(self, item: ImageInput) -> dict:
         if isinstance(item, np.ndarray):
+            if (np.issubdtype(item.dtype, np.floating)
+                    and not np.isfinite(item).all()):
+                # Caught before any transform (a resize or a cast could
+                # spread or hide them).
+                return dict(inputs=torch.tensor([float('nan')]))
             return self._from_array(
                 dict(img=item, img_shape=item.shape[:2],
                      ori_shape=item.shape[:2]))
@@ -286,8 +307,8 @@ class VPTInferencer:
         members = [m for ms in self.members.values() for m in ms]
         probs: Dict[str, List[torch.Tensor]] = {m: [] for m in members}
         for start in range(0, len(inputs), batch_size):
-            data = [self._prepare(x) for x in inputs[start:start +
-                                                     batch_size]]
+            data = [self._prepare(x, start + i) for i, x in enumerate(
+                inputs[start:start + batch_size])]
             batch = self.preprocessor(
                 dict(inputs=[d['inputs'] for d in data],
                      data_samples=[d['data_samples'] for d in data]),
@@ -304,10 +325,20 @@ class VPTInferencer:
             for member, model in self.alone.items():
                 probs[member].append(
                     model(batch, mode='tensor').softmax(-1))
-        return {
+        out = {
             name: torch.stack([torch.cat(probs[m]) for m in ms]).mean(0)
             for name, ms in self.members.items()
         }
+        for name, p in out.items():
+            bad = (~torch.isfinite(p).all(dim=1)).nonzero().flatten()
+            if len(bad):
+                i = int(bad[0])
+                raise FloatingPointError(
+                    f'Task {name!r} gave non-finite scores for '
+                    f'{_name(inputs[i], i)} ({len(bad)} image(s) in all): '
+                    'the model overflowed (half precision?) or its weights '
+                    'are not finite')
+        return out
 
     def __call__(self, inputs: Sequence[ImageInput],
                  batch_size: int = 32) -> List[Dict[str, dict]]:
