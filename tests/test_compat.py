@@ -89,3 +89,20 @@ def test_configs_inherit_from_mmseg_package(tmp_path):
     cfg = Config.fromfile(str(cfg_file))
     assert cfg.model.decode_head.type == 'SETRUPHead'
     assert tuple(cfg.model.backbone.out_indices) == (9, 14, 19, 23)
+
+
+def test_upstream_config_loader_reads_mmpretrain_bases(tmp_path):
+    """mmpretrain's / mmseg's own tools parse a config before vpt_mm is
+    imported: a user config inheriting ``mmpretrain::`` bases must load
+    there (the install pins setuptools<81, which ships pkg_resources)."""
+    import subprocess
+    import sys
+    cfg = tmp_path / 'mine.py'
+    cfg.write_text("_base_ = ['mmpretrain::_base_/models/resnet18.py']\n")
+    proc = subprocess.run(
+        [sys.executable, '-c', 'import sys; from mmengine.config import '
+         'Config; assert "vpt_mm" not in sys.modules; '
+         f'print(Config.fromfile({str(cfg)!r}).model.type)'],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == 'ImageClassifier'

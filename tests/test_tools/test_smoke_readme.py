@@ -24,14 +24,18 @@ def readme_block(heading: str) -> str:
 
 
 def test_readme_smoke_block_runs(tmp_path):
+    import json
     script = readme_block(HEADING)
     assert script.count('tools/train.py') == 3
+    for step in ('standin_checkpoint.py', 'tools/test.py',
+                 'extract_tuned.py', 'tools/infer.py'):
+        assert step in script, step
     script = script.replace('data/smoke', str(tmp_path / 'data')).replace(
         'work_dirs/smoke', str(tmp_path / 'work'))
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.run(['bash', '-euo', 'pipefail', '-c', script],
                           cwd=REPO, capture_output=True, text=True, env=env,
-                          timeout=900)
+                          timeout=1200)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     work = tmp_path / 'work'
@@ -39,4 +43,13 @@ def test_readme_smoke_block_runs(tmp_path):
                  'vpt_convnext-b', 'vpt_resnet-50'):
         assert (work / name / 'epoch_1.pth').exists(), name
     assert (work / 'setr' / 'iter_2.pth').exists()
-    assert out.count('accuracy/top1') >= 5 and 'mIoU' in out
+    assert out.count('accuracy/top1') >= 7 and 'mIoU' in out
+    # Every classification epoch trained at a non-zero lr.
+    lrs = [float(v) for v in re.findall(r'Epoch\(train\) +\[1\]\[.*?'
+                                        r'lr: ([0-9.e+-]+)', out)]
+    assert lrs and min(lrs) > 0, lrs
+    # The tuned file scores what its training checkpoint scored.
+    scores = re.findall(r'Epoch\(test\).*?accuracy/top1: ([0-9.]+)', out)
+    assert len(scores) >= 2 and scores[0] == scores[1], scores
+    preds = json.loads((work / 'vtab' / 'preds.json').read_text())
+    assert preds and all('dmlab' in row for row in preds.values())
