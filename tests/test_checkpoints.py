@@ -282,3 +282,20 @@ def test_num_classes_next_to_a_task_is_an_error(tmp_path, written, ok):
         with pytest.raises(ValueError, match="sets num_classes=10 next to "
                            "task 'dmlab', which has 6 classes"):
             check_num_classes_in_file(str(path))
+
+
+def test_pretrained_checkpoint_messages(tmp_path, pretrained):
+    """init_cfg at a tuned file says so (not "set prefix='backbone.'"); a
+    NaN in the pretrained file names the tensor."""
+    tuned = str(tmp_path / 'task.safetensors')
+    save_tuned(readout_classifier(pretrained), tuned)
+    with pytest.raises(ValueError, match='is a tuned-only file .*not a '
+                       'pretrained backbone'):
+        load_pretrained_backbone(tiny_vit(dict(num_tokens=5)), tuned)
+    state = torch.load(pretrained)['state_dict']
+    state['layers.1.ln1.weight'][0] = float('nan')
+    bad = str(tmp_path / 'nan.pth')
+    torch.save(dict(state_dict=state), bad)
+    with pytest.raises(ValueError, match=r"'layers.1.ln1.weight' holds 1 "
+                       'non-finite'):
+        load_pretrained_backbone(tiny_vit(dict(num_tokens=5)), bad)

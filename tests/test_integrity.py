@@ -246,6 +246,22 @@ def test_checkpoint_sizes():
     assert small == whole
 
 
+def test_checkpoint_sizes_log_one_line_not_one_per_frozen_tensor():
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    lines = []
+    handler = __import__('logging').Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        checkpoint_sizes(classifier(), dict(optimizer=dict(type='SGD',
+                                                           lr=0.1)))
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in lines if 'is skipped since' in m]
+    assert any('frozen parameter tensors' in m for m in lines)
+
+
 def _interrupted(*args, **kwargs):
     raise KeyboardInterrupt  # a kill or Ctrl-C in the middle of a write
 

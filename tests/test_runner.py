@@ -4,6 +4,7 @@ import glob
 import os.path as osp
 
 import pytest
+import torch
 
 from vpt_mm.datasets import TASKS
 from vpt_mm.runner import apply_task, config_from_file, load_config
@@ -169,3 +170,60 @@ def test_data_root_reaches_every_dataset_with_one():
     assert 'data_root' not in cfg.train_dataloader.dataset
     assert cfg.val_dataloader.dataset.data_root == '/new'
     assert 'data_root' not in cfg.test_dataloader.dataset
+
+
+def test_messages_say_what_happened(tmp_path, monkeypatch):
+    """Each message names the file and the real cause."""
+    from mmengine.runner import Runner
+
+    from tests.test_checkpoints import classifier
+    from vpt_mm.checkpoints import (
+        backbone_source,
+        frozen_fingerprint,
+        load_from_tuned,
+        load_from_vpt_mm,
+        load_model_checkpoint,
+    )
+    from vpt_mm.engine import VPTRunner
+    # mmengine logs "Loads checkpoint by <name[10:]> backend".
+    assert load_from_vpt_mm.__name__[10:] == 'vpt_mm'
+    assert load_from_tuned.__name__[10:] == 'tuned'
+    # Empty and truncated checkpoints name the file.
+    for name, data in (('empty.pth', b''), ('cut.pth', b'PK\x03\x04abc')):
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=f'{path} is not a readable '
+                           r'checkpoint \(\d+ bytes'):
+            load_model_checkpoint(classifier(), str(path))
+    # No pretrained checkpoint: the log does not claim one.
+    model = classifier()
+    assert backbone_source(model, frozen_fingerprint(model)) == (
+        'frozen backbone randomly initialised (no Pretrained init_cfg), the '
+        'one the file was trained on (fingerprint verified)')
+    assert 'NOT the one' in backbone_source(model, '0' * 64)
+
+    # Ctrl-C while mmengine formats the config is an interrupt.
+    def interrupted(self, *args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except:  # noqa: E722  (as mmengine's pretty_text)
+            raise SyntaxError('Failed to format the config file')
+    monkeypatch.setattr(Runner, 'save_checkpoint', interrupted)
+    with pytest.raises(KeyboardInterrupt, match='previous checkpoint is '
+                       'intact'):
+        VPTRunner.save_checkpoint(VPTRunner.__new__(VPTRunner),
+                                  str(tmp_path))
+
+
+@pytest.mark.parametrize('lr, advice', [(0.0, 'The learning rate is 0'),
+                                        (0.5, 'Lower the learning rate')])
+def test_divergence_advice_follows_the_lr(tmp_path, lr, advice):
+    from types import SimpleNamespace
+
+    from vpt_mm.hooks import NonFiniteLossHook
+    runner = SimpleNamespace(
+        optim_wrapper=SimpleNamespace(get_lr=lambda: dict(lr=[lr])),
+        iter=0, epoch=0, work_dir=str(tmp_path))
+    with pytest.raises(FloatingPointError, match=advice):
+        NonFiniteLossHook().after_train_iter(
+            runner, 0, outputs=dict(loss=torch.tensor(float('nan'))))

@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     images = list_images(args.inputs)
     tasks = parse_task_args(args.task)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, task=False)  # --task is NAME=FILE here
     inferencer = VPTInferencer(cfg, tasks, args.device,
                                args.allow_other_backbone)
     results = inferencer(images, args.batch_size)

@@ -11,7 +11,7 @@ of pretrained backbones.
 
 mmengine's own loaders (``load_checkpoint``, the mmpretrain / mmseg
 inferencers) read a ``.safetensors`` path through
-:func:`read_tuned_for_mmengine`: the file is verified, and the prompted
+:func:`load_from_tuned`: the file is verified, and the prompted
 backbone it is loaded into rebuilds its frozen weights from its pretrained
 checkpoint and checks the fingerprint before a tensor is copied.
 """
@@ -125,8 +125,19 @@ def load_pretrained_backbone(backbone: nn.Module,
     """
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    state = extract_state_dict(
-        CheckpointLoader.load_checkpoint(filename, map_location=map_location))
+    checkpoint = CheckpointLoader.load_checkpoint(filename,
+                                                  map_location=map_location)
+    meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
+    if isinstance(meta, dict) and (meta.get('vpt_mm_tuned')
+                                   or omits_frozen(checkpoint)):
+        kind = ('tuned-only file' if meta.get('vpt_mm_tuned') else
+                'training checkpoint saved without its frozen backbone')
+        raise ValueError(
+            f'{filename} is a {kind} (prompts and head), not a pretrained '
+            'backbone: point init_cfg at the pretrained checkpoint it was '
+            'trained on, and load this file with tools/test.py CONFIG FILE '
+            '(or load_from)')
+    state = extract_state_dict(checkpoint)
     if prefix:
         prefix = prefix if prefix.endswith('.') else prefix + '.'
         state = {
@@ -140,6 +151,7 @@ def load_pretrained_backbone(backbone: nn.Module,
         raise ValueError(
             f'Checkpoint {filename} holds a whole model (keys start with '
             "'backbone.'); set prefix='backbone.' in the Pretrained init_cfg")
+    check_finite(state, f'Pretrained checkpoint {filename}')
     added_keys = added_parameter_names(backbone)
     tuned = sorted(k for k in state if k in added_keys)
     if tuned:
@@ -489,6 +501,25 @@ def _check_fingerprint(recorded: Optional[str], actual: str, source: str,
               logger='current', level=logging.WARNING)
 
 
+def backbone_source(model: nn.Module, recorded: Optional[str]) -> str:
+    """Where ``model``'s frozen backbone came from, and whether it is the
+    one a file records (its fingerprint), as the loaders' log says it."""
+    backbone = _backbone_of(model)
+    init_cfg = getattr(backbone, 'init_cfg', None)
+    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        origin = f'frozen backbone from {init_cfg.get("checkpoint")}'
+    else:
+        origin = ('frozen backbone randomly initialised (no Pretrained '
+                  'init_cfg)')
+    if recorded is None:
+        return origin + '; the file records no fingerprint'
+    if frozen_fingerprint(model) == recorded:
+        return origin + ', the one the file was trained on (fingerprint ' \
+            'verified)'
+    return origin + ', NOT the one the file was trained on ' \
+        '(allow_other_backbone)'
+
+
 def _check_tuned_keys(expected: Dict[str, torch.Tensor],
                       state: Dict[str, torch.Tensor], source: str) -> None:
     missing = sorted(set(expected) - set(state))
@@ -610,7 +641,7 @@ def load_verified_checkpoint(filename: str,
     """Read any checkpoint mmengine can read, verified against its recorded
     sha256.
 
-    Local files were verified by :func:`read_checkpoint_for_mmengine` (the
+    Local files were verified by :func:`load_from_vpt_mm` (the
     loader scheme) already and are not hashed a second time.
 
     Returns:
@@ -752,7 +783,7 @@ class _TunedMarker(dict):
         return {'vpt_mm_tuned': self.record}
 
 
-def read_tuned_for_mmengine(filename: str, map_location=None) -> dict:
+def load_from_tuned(filename: str, map_location=None) -> dict:
     """mmengine ``CheckpointLoader`` scheme of ``*.safetensors`` paths.
 
     Used by every generic mmengine loader (``load_checkpoint``, the
@@ -797,7 +828,28 @@ class _CheckpointMarker(dict):
         return entry
 
 
-def read_checkpoint_for_mmengine(filename: str, map_location=None) -> dict:
+def _read_local(filename: str, map_location=None):
+    """mmengine's local reader, with the file named when it cannot be
+    read (a truncated or empty file gives a bare ``EOFError`` /
+    ``OSError: [Errno 22]`` otherwise)."""
+    import pickle
+    import zipfile
+
+    from mmengine.runner.checkpoint import load_from_local
+    try:
+        return load_from_local(filename, map_location)
+    except FileNotFoundError:
+        raise
+    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError,
+            zipfile.BadZipFile, ValueError) as err:
+        size = os.path.getsize(filename) if os.path.isfile(filename) else 0
+        raise ValueError(
+            f'{filename} is not a readable checkpoint ({size} bytes: '
+            f'truncated, empty or not a torch file): {type(err).__name__}: '
+            f'{err}') from err
+
+
+def load_from_vpt_mm(filename: str, map_location=None) -> dict:
     """mmengine ``CheckpointLoader`` scheme of local files.
 
     mmengine's own reader, plus, for a checkpoint written by vpt_mm (one
@@ -807,8 +859,7 @@ def read_checkpoint_for_mmengine(filename: str, map_location=None) -> dict:
     caller (e.g. mmpretrain's inferencer) loads non-strictly. Other files
     are returned unchanged.
     """
-    from mmengine.runner.checkpoint import load_from_local
-    checkpoint = load_from_local(filename, map_location)
+    checkpoint = _read_local(filename, map_location)
     if (isinstance(checkpoint, dict)
             and isinstance(checkpoint.get('meta'), dict)
             and checkpoint['meta'].get(CHECKPOINT_META_KEY)):
@@ -936,14 +987,14 @@ def check_tuned_source(backbone: nn.Module,
 
 def register_checkpoint_schemes() -> None:
     """Let mmengine's ``CheckpointLoader`` read ``*.safetensors`` paths
-    through :func:`read_tuned_for_mmengine`, and local checkpoints through
-    :func:`read_checkpoint_for_mmengine` (idempotent)."""
+    through :func:`load_from_tuned`, and local checkpoints through
+    :func:`load_from_vpt_mm` (idempotent)."""
     from mmengine.runner.checkpoint import CheckpointLoader
     CheckpointLoader.register_scheme(
-        prefixes=SAFETENSORS_SCHEME, loader=read_tuned_for_mmengine,
+        prefixes=SAFETENSORS_SCHEME, loader=load_from_tuned,
         force=True)
     CheckpointLoader.register_scheme(
-        prefixes='', loader=read_checkpoint_for_mmengine, force=True)
+        prefixes='', loader=load_from_vpt_mm, force=True)
 
 
 #: Matches a path ending in ``.safetensors`` (mmengine matches schemes with

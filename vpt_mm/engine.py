@@ -34,9 +34,11 @@ from mmengine.runner import Runner
 from torch.optim import Optimizer
 
 from .checkpoints import (
+    backbone_source,
     load_training_checkpoint,
     load_tuned,
     load_verified_checkpoint,
+    record_of,
     task_of,
 )
 from .integrity import set_rng_state
@@ -208,8 +210,9 @@ class VPTRunner(Runner):
             meta = load_tuned(model, filename, self.allow_other_backbone,
                               self.expected_task(), self.allow_other_task)
             self._has_loaded = True
-            self.logger.info(f'Loaded the tuned-only file {filename} '
-                             '(sha256 and backbone fingerprint verified)')
+            self.logger.info(
+                f'Loaded the tuned-only file {filename} (sha256 verified; '
+                f'{backbone_source(model, meta.get("backbone_fingerprint"))})')
             return dict(meta=dict(vpt_mm_tuned=meta))
         checkpoint, verified = load_verified_checkpoint(
             filename, map_location=map_location)
@@ -228,16 +231,33 @@ class VPTRunner(Runner):
         self._has_loaded = True
         self._loaded_checkpoint = checkpoint
         if verified:
+            source = backbone_source(
+                model, record_of(checkpoint).get('backbone_fingerprint'))
             self.logger.info(
                 f'Loaded checkpoint {filename} (strict, sha256 verified' +
-                ('; frozen backbone from the pretrained checkpoint, '
-                 'fingerprint verified)' if small else ')'))
+                (f'; {source})' if small else ')'))
         else:
             self.logger.warning(
                 f'Loaded checkpoint {filename} strictly; it records no '
                 'sha256 (not written by vpt_mm), so its bytes could not be '
                 'verified')
         return checkpoint
+
+    def save_checkpoint(self, *args, **kwargs) -> None:
+        """mmengine's, with an interrupt (Ctrl-C) reported as one: mmengine
+        formats the config for the checkpoint's meta under a bare
+        ``except``, which turns a ``KeyboardInterrupt`` into "Failed to
+        format the config file" and a dump of the whole config. The
+        checkpoint being written is a temporary file, so the previous one
+        is intact."""
+        try:
+            super().save_checkpoint(*args, **kwargs)
+        except SyntaxError as err:
+            if isinstance(err.__context__, KeyboardInterrupt):
+                raise KeyboardInterrupt(
+                    'interrupted while saving a checkpoint (the previous '
+                    'checkpoint is intact)') from None
+            raise
 
     def load_or_resume(self) -> None:
         """mmengine's, with ``--resume`` (no path) taking the newest

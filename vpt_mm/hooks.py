@@ -103,10 +103,14 @@ class NonFiniteLossHook(Hook):
             loss=losses,
             lr=lr.get('lr', lr))
         write_json(info, osp.join(runner.work_dir, DIVERGED_FILE))
+        flat = [x for v in lr.values() for x in v]
+        advice = ('Lower the learning rate' if any(x > 0 for x in flat) else
+                  'The learning rate is 0, so it is not the cause: look for '
+                  'non-finite input images or model weights')
         raise FloatingPointError(
             f'Training diverged: non-finite loss {bad} at iteration '
             f'{info["iter"]} (epoch {info["epoch"]}), lr {info["lr"]}. '
-            'Lower the learning rate; recorded in '
+            f'{advice}; recorded in '
             f'{osp.join(runner.work_dir, DIVERGED_FILE)}')
 
 

@@ -46,13 +46,14 @@ def add_config_args(parser: argparse.ArgumentParser,
             'dmlab, cub); sets the datasets and the head\'s num_classes')
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def config_from_args(args: argparse.Namespace,
+                     task: bool = True) -> Config:
     """The resolved config of a tool's arguments (:func:`add_config_args`):
     :func:`resolve_config` of the config, ``--cfg-options`` (where
     ``task=`` and ``data_root=`` count as ``--task`` and the data root)
-    and ``--task``."""
+    and, if ``task``, ``--task``."""
     return resolve_config(args.config, args.cfg_options,
-                          getattr(args, 'task', None))
+                          getattr(args, 'task', None) if task else None)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:

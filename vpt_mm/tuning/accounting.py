@@ -121,6 +121,9 @@ def checkpoint_sizes(model: nn.Module, optim_wrapper: dict) -> Tuple[int, int]:
     from mmengine.optim import build_optim_wrapper
 
     from ..checkpoints import omit_frozen
+    if 'constructor' not in optim_wrapper:  # as VPTRunner builds it
+        optim_wrapper = dict(optim_wrapper,
+                             constructor='VPTOptimWrapperConstructor')
     wrapper = build_optim_wrapper(model, optim_wrapper)
     for param in model.parameters():
         if param.requires_grad:
