@@ -315,8 +315,9 @@ def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch,
             with atomic_file(path) as f:
                 half_written(f)
     else:
-        from vpt_mm.evaluation.figures import plot_bars
         import matplotlib.figure
+
+        from vpt_mm.evaluation.figures import plot_bars
         monkeypatch.setattr(matplotlib.figure.Figure, 'savefig',
                             lambda self, tmp, **k: open(tmp, 'w').write('x')
                             and _interrupted())
