@@ -16,12 +16,27 @@ from tests.test_tools.test_train import REPO
 pytestmark = pytest.mark.slow
 
 
+#: How far a protocol's mean may move from the README's table on another
+#: machine of this kind: float rounding differs between CPUs and compounds
+#: over training (a second 2-core machine moved VPT-Deep's mean by 4.2
+#: points, Full's by 0.9).
+MEAN_TOLERANCE = 6.0
+#: The same for the pre-training accuracy.
+PRETRAIN_TOLERANCE = 3.0
+
+
 def readme_demo_table():
     with open(osp.join(REPO, 'README.md')) as f:
         text = f.read()
     section = text[text.index('## Demo'):text.index('## Training and')]
     return [line for line in section.splitlines()
             if line.startswith('| ')]
+
+
+def means(rows):
+    """{protocol: mean} of markdown table rows."""
+    return {r.split(' | ')[0][2:]: float(r.split(' | ')[-1].split(' ± ')[0])
+            for r in rows[2:]}
 
 
 def test_demo_prints_the_readme_table():
@@ -34,11 +49,23 @@ def test_demo_prints_the_readme_table():
     assert len(printed) == 5  # header + 4 protocols
     assert [r.split(' | ')[0] for r in printed[1:]] == [
         '| Full', '| Linear', '| VPT-Shallow', '| VPT-Deep']
-    # The README quotes what a clean run prints, pre-training included.
-    assert printed == readme_demo_table()
-    pretrain = re.search(r'top-1 accuracy ([0-9.]+)%', proc.stdout).group(1)
+    # The README's claims, with the spread between machines of this kind:
+    # its table within MEAN_TOLERANCE, full fine-tuning best by more than
+    # 5 points, every protocol far above chance (20%).
+    readme = readme_demo_table()
+    assert printed[:2] == readme[:2]
+    got, quoted = means(printed), means(readme)
+    assert got.keys() == quoted.keys()
+    for name in got:
+        assert abs(got[name] - quoted[name]) <= MEAN_TOLERANCE, (name, got)
+        assert got[name] > 60, (name, got)
+    assert all(got['Full'] > got[n] + 5 for n in got if n != 'Full'), got
+    pretrain = float(
+        re.search(r'top-1 accuracy ([0-9.]+)%', proc.stdout).group(1))
     with open(osp.join(REPO, 'README.md')) as f:
-        assert f'pre-training step reaches {pretrain}%' in f.read()
+        quoted_pretrain = float(re.search(
+            r'pre-training step reaches ([0-9.]+)%', f.read()).group(1))
+    assert abs(pretrain - quoted_pretrain) <= PRETRAIN_TOLERANCE
     out = osp.join(REPO, 'work_dirs', 'demo')
     with open(osp.join(out, 'table1.md')) as f:
         assert f.read().splitlines()[2:] == printed[1:]
