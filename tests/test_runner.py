@@ -227,3 +227,25 @@ def test_divergence_advice_follows_the_lr(tmp_path, lr, advice):
     with pytest.raises(FloatingPointError, match=advice):
         NonFiniteLossHook().after_train_iter(
             runner, 0, outputs=dict(loss=torch.tensor(float('nan'))))
+
+
+def test_tools_read_splits_with_at_most_one_worker_per_core(monkeypatch):
+    from vpt_mm.runner import local_loader
+    monkeypatch.setattr('os.cpu_count', lambda: 2)
+    cfg = local_loader(dict(batch_size=4, num_workers=8,
+                            persistent_workers=True))
+    assert (cfg['num_workers'], cfg['persistent_workers']) == (2, False)
+    assert local_loader(dict(num_workers=0))['num_workers'] == 0
+
+
+def test_infer_help_documents_its_arguments():
+    import subprocess
+    import sys
+
+    from tests.test_tools.test_train import REPO
+    out = subprocess.run([sys.executable, 'tools/infer.py', '--help'],
+                         cwd=REPO, capture_output=True, text=True,
+                         timeout=120).stdout
+    assert 'config file path' in out
+    assert 'tuned-only file' in out and 'NAME=FILE' in out
+    assert 'task=dmlab' in out  # the config's task via --cfg-options

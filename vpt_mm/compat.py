@@ -221,11 +221,9 @@ def _get_installed_path(package: str) -> str:
 def patch_mmengine_package_utils() -> bool:
     """Replace mmengine's ``pkg_resources``-based package lookups when
     ``pkg_resources`` is missing (fix 4); return whether it patched."""
-    try:
-        import pkg_resources  # noqa: F401
+    # Found without importing it (its import warns that it is deprecated).
+    if importlib.util.find_spec('pkg_resources') is not None:
         return False
-    except ImportError:
-        pass
     import mmengine.config.config as config_module
     import mmengine.utils as utils
     import mmengine.utils.package_utils as package_utils

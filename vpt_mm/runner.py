@@ -208,6 +208,17 @@ def apply_data_root(cfg: Config) -> None:
             dataset = dataset.get('dataset')
 
 
+def local_loader(loader_cfg: dict) -> dict:
+    """A dataloader config for a tool that reads a split once on this
+    machine: no more workers than CPU cores (configs ask for 8, the
+    cluster's), none kept alive."""
+    loader_cfg = dict(loader_cfg)
+    workers = min(int(loader_cfg.get('num_workers', 0) or 0),
+                  os.cpu_count() or 1)
+    loader_cfg.update(num_workers=workers, persistent_workers=False)
+    return loader_cfg
+
+
 def _num_classes_in(path: str) -> Optional[object]:
     """The ``num_classes`` the config file itself (not its bases) writes,
     if it writes one as a literal."""

@@ -127,3 +127,17 @@ def tool(figure, paths, out):
         [sys.executable, 'tools/analysis_tools/sweep_curves.py', figure,
          *paths, '--out-dir', out], cwd=REPO, capture_output=True,
         text=True, env=dict(os.environ, PYTHONPATH=REPO))
+
+
+def test_class_colours_tell_neighbours_apart():
+    """Neighbouring classes never get the two shades of one tab20 hue."""
+    import matplotlib
+
+    from vpt_mm.evaluation.figures import class_colours
+    tab20 = [tuple(matplotlib.colormaps['tab20'](i)) for i in range(20)]
+    for n in (2, 10, 16, 20):
+        colours = class_colours(n)
+        assert len(set(colours)) == n
+        pairs = [tab20.index(c) // 2 for c in colours]
+        assert all(a != b for a, b in zip(pairs, pairs[1:])), pairs
+    assert len({tab20.index(c) // 2 for c in class_colours(10)}) == 10

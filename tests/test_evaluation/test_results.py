@@ -126,3 +126,15 @@ def test_significance_tests(tmp_path):
     assert len(row.split('|')) == len(md[0].split('|'))
     saved = json.loads((tmp_path / 't.json').read_text())
     assert saved['significance']['reference'] == 'VPT-Deep'
+
+
+def test_significance_cell_says_why_there_is_no_test(tmp_path):
+    """With one task the Wilcoxon test is undefined: the cell says so,
+    instead of a bare "(n=1)"."""
+    deep = _records('VPT-Deep', ['dmlab'])
+    linear = [dict(r, method='Linear', top1=r['top1'] - 3) for r in deep]
+    write_results(deep + linear, str(tmp_path / 't'), reference='VPT-Deep')
+    row = next(r for r in (tmp_path / 't.md').read_text().splitlines()
+               if r.startswith('| p: VPT-Deep > Linear'))
+    assert 'no test: 1 task (needs 2)' in row
+    assert '| (n=1)' not in row

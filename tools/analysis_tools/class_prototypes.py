@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 from vpt_mm.checkpoints import load_pretrained_backbone
 from vpt_mm.integrity import atomic_save
 from vpt_mm.prompts import class_prototypes, collect_features
-from vpt_mm.runner import add_config_args, config_from_args
+from vpt_mm.runner import add_config_args, config_from_args, local_loader
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     preprocessor = MODELS.build(cfg.model.data_preprocessor)
     loader_cfg = cfg.train_dataloader.copy()
     loader_cfg.sampler = dict(type='DefaultSampler', shuffle=False)
-    loader = Runner.build_dataloader(loader_cfg)
+    loader = Runner.build_dataloader(local_loader(loader_cfg))
 
     def batches():
         for data in loader:

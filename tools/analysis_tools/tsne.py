@@ -21,7 +21,12 @@ from mmengine.runner import Runner
 from vpt_mm.checkpoints import load_model_checkpoint
 from vpt_mm.evaluation.figures import plot_tsne, tsne_embedding
 from vpt_mm.prompts import collect_features
-from vpt_mm.runner import add_config_args, config_from_args, write_json
+from vpt_mm.runner import (
+    add_config_args,
+    config_from_args,
+    local_loader,
+    write_json,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,7 +63,7 @@ def main() -> None:
                                                 .tolist())))
     loader_cfg.dataset = dataset
     loader_cfg.sampler = dict(type='DefaultSampler', shuffle=False)
-    loader = Runner.build_dataloader(loader_cfg)
+    loader = Runner.build_dataloader(local_loader(loader_cfg))
 
     def batches():
         for data in loader:

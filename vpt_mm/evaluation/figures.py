@@ -25,6 +25,18 @@ def _save(fig, out: str) -> None:
                                              format=fmt))
 
 
+def class_colours(n: int) -> list:
+    """RGBA colours of up to 20 classes, each distinct and neighbours of
+    different hues: tab20 holds 10 hues in dark/light pairs, so classes 0-9
+    get the 10 hues (tab10) and classes 10-19 their light shades."""
+    if n > 20:
+        raise ValueError(f'{n} classes: more than 20 distinct colours')
+    plt = _pyplot()
+    tab20 = plt.get_cmap('tab20')
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+    return [tuple(tab20(i)) for i in order[:n]]
+
+
 def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
     """2-D t-SNE (scikit-learn, PCA init) of (N, d) features.
 
@@ -62,16 +74,17 @@ def plot_tsne(points: np.ndarray,
     labels = np.asarray(labels)
     classes = sorted(set(labels.tolist()))
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    cmap = plt.get_cmap('tab20' if len(classes) <= 20 else 'viridis')
     if len(classes) <= 20:
+        colours = class_colours(len(classes))
         for i, c in enumerate(classes):
             mask = labels == c
             name = class_names[c] if class_names is not None else str(c)
             ax.scatter(points[mask, 0], points[mask, 1], s=12,
-                       color=cmap(i % 20), label=name)
+                       color=colours[i], label=name)
         ax.legend(fontsize=7, markerscale=1.5, loc='best', title='class')
     else:
-        sc = ax.scatter(points[:, 0], points[:, 1], s=8, c=labels, cmap=cmap)
+        sc = ax.scatter(points[:, 0], points[:, 1], s=8, c=labels,
+                        cmap=plt.get_cmap('viridis'))
         fig.colorbar(sc, ax=ax, label='class index')
     ax.set_title(title, fontsize=10)
     ax.set_xlabel('t-SNE 1')

@@ -210,6 +210,16 @@ def _p(value: Optional[float]) -> str:
     return '' if value is None else f'{value:.3g}'
 
 
+def _wilcoxon_cell(entry: dict) -> str:
+    """A Wilcoxon cell: the p-value over n tasks, or why there is none."""
+    n = entry['n']
+    if entry['p'] is not None:
+        return f'{_p(entry["p"])} (n={n})'
+    if n < 2:
+        return f'no test: {n} task{"" if n == 1 else "s"} (needs 2)'
+    return f'no test: no difference on the {n} tasks'
+
+
 def significance_lines(tests: List[dict], reference: str,
                        columns: Sequence[Sequence[str]]) -> List[str]:
     """Markdown rows of :func:`significance_tests`, under the table: per
@@ -224,8 +234,7 @@ def significance_lines(tests: List[dict], reference: str,
             elif kind == 'mean' or (kind == 'group' and key == 'FGVC'):
                 benchmark = 'vtab1k' if kind == 'mean' else 'fgvc'
                 entry = test['wilcoxon'].get(benchmark)
-                cells.append('' if entry is None else
-                             f'{_p(entry["p"])} (n={entry["n"]})')
+                cells.append('' if entry is None else _wilcoxon_cell(entry))
             else:
                 cells.append('')
         lines.append('| ' + ' | '.join(
