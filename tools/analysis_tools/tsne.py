@@ -18,7 +18,7 @@ import torch
 from mmengine.registry import DATASETS, MODELS
 from mmengine.runner import Runner
 
-from vpt_mm.checkpoints import load_model_checkpoint
+from vpt_mm.checkpoints import load_model_checkpoint, task_of
 from vpt_mm.evaluation.figures import plot_tsne, tsne_embedding
 from vpt_mm.prompts import collect_features
 from vpt_mm.runner import (
@@ -51,7 +51,8 @@ def main() -> None:
     cfg = config_from_args(args)
     model = MODELS.build(cfg.model)
     load_model_checkpoint(model, args.checkpoint,
-                          cfg.get('allow_other_backbone', False))
+                          cfg.get('allow_other_backbone', False),
+                          task_of(cfg), cfg.get('allow_other_task', False))
     model.eval()
     loader_cfg = cfg[f'{args.split}_dataloader'].copy()
     dataset = DATASETS.build(loader_cfg.dataset)

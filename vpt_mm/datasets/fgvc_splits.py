@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..integrity import atomic_replace
 from .benchmarks import get_task
 
 Split = Dict[str, int]
@@ -324,8 +325,9 @@ def write_fgvc_splits(task: str,
             with open(tmp, 'w') as f:
                 json.dump(split, f, indent=0, sort_keys=True)
                 f.write('\n')
+        # All three written before any replaces its previous version.
         for name, tmp in zip(splits, tmp_files):
-            os.replace(tmp, osp.join(out_dir, name))
+            atomic_replace(tmp, osp.join(out_dir, name))
     finally:
         for tmp in tmp_files:
             if osp.exists(tmp):
