@@ -249,3 +249,22 @@ def test_infer_help_documents_its_arguments():
     assert 'config file path' in out
     assert 'tuned-only file' in out and 'NAME=FILE' in out
     assert 'task=dmlab' in out  # the config's task via --cfg-options
+
+
+def test_runner_expects_the_task_and_classes_of_its_built_loop():
+    from types import SimpleNamespace
+
+    from mmengine.config import Config
+    from torch.utils.data import DataLoader
+
+    from vpt_mm.engine import VPTRunner
+
+    class Data(list):
+        metainfo = dict(classes=('cat', 'dog'))
+    runner = VPTRunner.__new__(VPTRunner)
+    runner.cfg = Config(dict(task='dmlab'))
+    runner._test_loop = dict(type='TestLoop')  # not built: no classes
+    assert runner.expected_task() == dict(task='dmlab')
+    runner._test_loop = SimpleNamespace(dataloader=DataLoader(Data([1])))
+    assert runner.expected_task() == dict(task='dmlab',
+                                          classes=['cat', 'dog'])

@@ -126,9 +126,10 @@ class VPTRunner(Runner):
         has built (test, val, then train), for :func:`check_task`."""
         from torch.utils.data import DataLoader
         expected = task_of(self.cfg)
-        for name in ('_test_dataloader', '_val_dataloader',
-                     '_train_dataloader'):
-            loader = getattr(self, name, None)
+        for name in ('_test_loop', '_val_loop', '_train_loop'):
+            # A built loop holds the built dataloader (the runner's
+            # ``_*_dataloader`` attributes stay configs).
+            loader = getattr(getattr(self, name, None), 'dataloader', None)
             if isinstance(loader, DataLoader):
                 meta = getattr(loader.dataset, 'metainfo', None) or {}
                 if meta.get('classes') is not None:
