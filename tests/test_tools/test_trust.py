@@ -184,7 +184,7 @@ cfg.model.backbone.prompt_cfg.num_tokens = 4
 try:
     ImageClassificationInferencer(cfg, pretrained={ckpt!r})
 except ValueError as err:
-    assert "'prompt.embeddings' has shape" in str(err), err
+    assert "prompt.embeddings' has shape" in str(err), err
     print('refused pth:', err)
 else:
     raise AssertionError('a p=8 checkpoint was loaded into p=4')
