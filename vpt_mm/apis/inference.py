@@ -267,10 +267,17 @@ class VPTInferencer:
         return Compose(steps)
 
     def _prepare(self, item: ImageInput, index: int) -> dict:
-        data = self._read(item)
-        inputs = data['inputs']
-        if (isinstance(inputs, torch.Tensor) and inputs.is_floating_point()
-                and not bool(torch.isfinite(inputs).all())):
+        """One input through the pipeline; refused if its pixels are not
+        finite, before any transform (a resize or a cast could spread or
+        hide them) and after (a reader of float images)."""
+        raw_bad = (isinstance(item, np.ndarray)
+                   and np.issubdtype(item.dtype, np.floating)
+                   and not np.isfinite(item).all())
+        data = None if raw_bad else self._read(item)
+        inputs = None if data is None else data['inputs']
+        if raw_bad or (isinstance(inputs, torch.Tensor)
+                       and inputs.is_floating_point()
+                       and not bool(torch.isfinite(inputs).all())):
             raise ValueError(
                 f'{_name(item, index)} has non-finite pixel values (NaN or '
                 'inf): no score of it would mean anything')
@@ -278,11 +285,6 @@ class VPTInferencer:
 
     def _read(self, item: ImageInput) -> dict:
         if isinstance(item, np.ndarray):
-            if (np.issubdtype(item.dtype, np.floating)
-                    and not np.isfinite(item).all()):
-                # Caught before any transform (a resize or a cast could
-                # spread or hide them).
-                return dict(inputs=torch.tensor([float('nan')]))
             return self._from_array(
                 dict(img=item, img_shape=item.shape[:2],
                      ori_shape=item.shape[:2]))
