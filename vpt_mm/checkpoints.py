@@ -432,6 +432,7 @@ def save_tuned(model: nn.Module,
         meta['classes'] = json.dumps([str(c) for c in classes])
     if task is not None:
         meta['task'] = str(task)
+
     def write(tmp: str) -> None:
         save_file(state, tmp, metadata=meta)
         # safetensors creates its file with mode 0600; use the usual mode
@@ -501,9 +502,12 @@ def _check_fingerprint(recorded: Optional[str], actual: str, source: str,
               logger='current', level=logging.WARNING)
 
 
-def backbone_source(model: nn.Module, recorded: Optional[str]) -> str:
+def backbone_source(model: nn.Module, recorded: Optional[str],
+                    allow_other_backbone: bool = False) -> str:
     """Where ``model``'s frozen backbone came from, and whether it is the
-    one a file records (its fingerprint), as the loaders' log says it."""
+    one a file just loaded records (its fingerprint), as the loaders' log
+    says it. Without ``allow_other_backbone`` the loader has refused any
+    other backbone, so nothing is hashed again."""
     backbone = _backbone_of(model)
     init_cfg = getattr(backbone, 'init_cfg', None)
     if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
@@ -513,7 +517,7 @@ def backbone_source(model: nn.Module, recorded: Optional[str]) -> str:
                   'init_cfg)')
     if recorded is None:
         return origin + '; the file records no fingerprint'
-    if frozen_fingerprint(model) == recorded:
+    if not allow_other_backbone or frozen_fingerprint(model) == recorded:
         return origin + ', the one the file was trained on (fingerprint ' \
             'verified)'
     return origin + ', NOT the one the file was trained on ' \

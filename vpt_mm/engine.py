@@ -213,7 +213,8 @@ class VPTRunner(Runner):
             self._has_loaded = True
             self.logger.info(
                 f'Loaded the tuned-only file {filename} (sha256 verified; '
-                f'{backbone_source(model, meta.get("backbone_fingerprint"))})')
+                + backbone_source(model, meta.get('backbone_fingerprint'),
+                                  self.allow_other_backbone) + ')')
             return dict(meta=dict(vpt_mm_tuned=meta))
         checkpoint, verified = load_verified_checkpoint(
             filename, map_location=map_location)
@@ -233,7 +234,8 @@ class VPTRunner(Runner):
         self._loaded_checkpoint = checkpoint
         if verified:
             source = backbone_source(
-                model, record_of(checkpoint).get('backbone_fingerprint'))
+                model, record_of(checkpoint).get('backbone_fingerprint'),
+                self.allow_other_backbone)
             self.logger.info(
                 f'Loaded checkpoint {filename} (strict, sha256 verified' +
                 (f'; {source})' if small else ')'))

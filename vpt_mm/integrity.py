@@ -184,17 +184,8 @@ def atomic_file(path: str, mode: str = 'w', **kwargs) -> Iterator[IO]:
         mode (str): ``'w'`` or ``'wb'``.
         **kwargs: More arguments of :func:`open` (``newline``, ...).
     """
-    tmp = f'{path}.tmp{os.getpid()}'
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    try:
-        with open(tmp, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+    with _replacing(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
 
 
 def atomic_save(path: str, save: Callable[[str], Any]) -> None:
@@ -202,10 +193,19 @@ def atomic_save(path: str, save: Callable[[str], Any]) -> None:
     (``torch.save``, safetensors' ``save_file``, ``fig.savefig``), atomically
     as :func:`atomic_file`: ``save`` writes a temporary file, which is then
     fsynced and renamed onto ``path``."""
+    with _replacing(path) as tmp:
+        save(tmp)
+
+
+@contextmanager
+def _replacing(path: str) -> Iterator[str]:
+    """A temporary path next to ``path`` (named after this process), made
+    to replace ``path`` (fsync, rename) when the block ends without error;
+    removed in any case."""
     tmp = f'{path}.tmp{os.getpid()}'
     os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
     try:
-        save(tmp)
+        yield tmp
         atomic_replace(tmp, path)
     finally:
         if osp.exists(tmp):

@@ -68,6 +68,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 def config_from_file(path: str, cfg_options: Optional[dict] = None) -> Config:
     """Load a config, apply ``--cfg-options`` and set its default scope.
 
+    A config file that writes ``num_classes`` next to a task it disagrees
+    with is refused (:func:`check_num_classes_in_file`).
+
     Args:
         path (str): Config file.
         cfg_options (dict, optional): Parsed ``--cfg-options``.
@@ -77,6 +80,7 @@ def config_from_file(path: str, cfg_options: Optional[dict] = None) -> Config:
     """
     from mmengine.registry import init_default_scope
     cfg = Config.fromfile(path)
+    check_num_classes_in_file(path, cfg)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
@@ -244,12 +248,18 @@ def _num_classes_in(path: str) -> Optional[object]:
     return None
 
 
-def check_num_classes_in_file(path: str) -> None:
+def check_num_classes_in_file(path: str,
+                              cfg: Optional[Config] = None) -> None:
     """Refuse a config file that sets ``num_classes`` next to a task.
 
     The task decides the head's class count (:func:`apply_task`), so a
     config file (not its bases) that writes another count would have it
     silently replaced.
+
+    Args:
+        path (str): The config file.
+        cfg (Config, optional): The file as read, before any option;
+            read here if not given.
 
     Raises:
         ValueError: Naming the file, its count and the task's.
@@ -258,7 +268,8 @@ def check_num_classes_in_file(path: str) -> None:
     written = _num_classes_in(path)
     if written is None:
         return
-    task = Config.fromfile(path).get('task', None)
+    cfg = Config.fromfile(path) if cfg is None else cfg
+    task = cfg.get('task', None)
     if task is None:
         return
     expected = get_task(task).num_classes
@@ -288,7 +299,6 @@ def resolve_config(path: str,
             by an option of a benchmark config (the task and the top-level
             ``data_root`` decide them).
     """
-    check_num_classes_in_file(path)
     cfg = config_from_file(path, cfg_options)
     if task is not None or cfg.get('task', None) is not None:
         for key in cfg_options or {}:
