@@ -80,6 +80,37 @@ def test_rng_state_round_trip():
     assert first[:2] == again[:2] and torch.equal(first[2], again[2])
 
 
+def test_rng_state_of_more_cuda_devices_than_present(monkeypatch):
+    """A checkpoint saved with 2 visible GPUs restores on 1: device 0's
+    state is set, device 1's is reported (it used to raise IndexError in
+    torch.cuda.set_rng_state_all)."""
+    state = rng_state()
+    state['cuda'] = [torch.zeros(16, dtype=torch.uint8),
+                     torch.ones(16, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'set_rng_state',
+                        lambda s, device='cuda': restored.append((device, s)))
+    with pytest.warns(UserWarning, match=r'2 CUDA devices were saved; this '
+                      r'process sees 1: the states of devices \[1\]'):
+        set_rng_state(state)
+    assert [d for d, _ in restored] == [0]
+    assert torch.equal(restored[0][1], state['cuda'][0])
+
+
+def test_rng_state_after_a_map_location(tmp_path):
+    """States loaded through a map_location (as mmengine's resume loads
+    them) restore as saved ones do."""
+    torch.save(rng_state(), tmp_path / 'rng.pth')
+    first = (random.random(), np.random.rand(), torch.rand(3))
+    state = torch.load(tmp_path / 'rng.pth', weights_only=True,
+                       map_location=lambda storage, _: storage)
+    set_rng_state(state)
+    again = (random.random(), np.random.rand(), torch.rand(3))
+    assert first[:2] == again[:2] and torch.equal(first[2], again[2])
+
+
 def test_check_finite_names_the_tensor():
     with pytest.raises(ValueError, match=r"'b' holds 1 non-finite"):
         check_finite({'a': torch.ones(2), 'b': torch.tensor([1., np.nan])},

@@ -77,6 +77,12 @@ class NonFiniteLossHook(Hook):
     the grid point as diverged). It is on in every vpt_mm config
     (``default_hooks.finite_loss``); ``--cfg-options
     default_hooks.finite_loss=None`` switches it off.
+
+    In a distributed run the decision is one for all processes: a
+    non-finite loss on any rank stops every rank at the same iteration (a
+    rank that stopped alone would leave the others waiting in the next
+    gradient all-reduce), and only rank 0 writes ``diverged.json``, naming
+    the ranks whose loss was not finite.
     """
 
     priority = 'ABOVE_NORMAL'
@@ -86,14 +92,31 @@ class NonFiniteLossHook(Hook):
                          batch_idx: int,
                          data_batch=None,
                          outputs: Optional[dict] = None) -> None:
-        if not outputs:
-            return
+        from mmengine.dist import (
+            all_gather_object,
+            all_reduce,
+            get_rank,
+            get_world_size,
+        )
         losses = {
             k: float(v.detach()) if hasattr(v, 'detach') else float(v)
-            for k, v in outputs.items() if k.startswith('loss')
+            for k, v in (outputs or {}).items() if k.startswith('loss')
         }
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
-        if not bad:
+        distributed = get_world_size() > 1
+        if distributed:
+            import torch
+            flag = torch.tensor([float(bool(bad))])
+            all_reduce(flag, op='max')
+            if not flag.item():
+                return
+            per_rank = all_gather_object(losses)
+            ranks = [r for r, rank_losses in enumerate(per_rank) if any(
+                not math.isfinite(v) for v in rank_losses.values())]
+            # Every rank reports the same: the first diverged rank's loss.
+            losses = per_rank[ranks[0]]
+            bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        elif not bad:
             return
         lrs = runner.optim_wrapper.get_lr()
         lr = {k: [float(x) for x in v] for k, v in lrs.items()}
@@ -102,16 +125,21 @@ class NonFiniteLossHook(Hook):
             epoch=runner.epoch + 1,
             loss=losses,
             lr=lr.get('lr', lr))
-        write_json(info, osp.join(runner.work_dir, DIVERGED_FILE))
+        where = ''
+        if distributed:
+            info['ranks'] = ranks
+            where = f' on rank(s) {ranks}'
+        path = osp.join(runner.work_dir, DIVERGED_FILE)
+        if get_rank() == 0:
+            write_json(info, path)
         flat = [x for v in lr.values() for x in v]
         advice = ('Lower the learning rate' if any(x > 0 for x in flat) else
                   'The learning rate is 0, so it is not the cause: look for '
                   'non-finite input images or model weights')
         raise FloatingPointError(
-            f'Training diverged: non-finite loss {bad} at iteration '
+            f'Training diverged: non-finite loss {bad}{where} at iteration '
             f'{info["iter"]} (epoch {info["epoch"]}), lr {info["lr"]}. '
-            f'{advice}; recorded in '
-            f'{osp.join(runner.work_dir, DIVERGED_FILE)}')
+            f'{advice}; recorded in {path}')
 
 
 @ENGINE_HOOKS.register_module()

@@ -24,6 +24,7 @@ import hashlib
 import os
 import os.path as osp
 import random
+import warnings
 from contextlib import contextmanager
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, Mapping
 
@@ -154,18 +155,43 @@ def rng_state() -> Dict[str, Any]:
     return state
 
 
+def _host_bytes(state: Any) -> torch.Tensor:
+    """A generator state as the CPU ``uint8`` tensor torch's setters take,
+    wherever a ``map_location`` put it (mmengine's resume maps a checkpoint
+    to the run's device, so on a GPU the saved states arrive as CUDA
+    tensors)."""
+    return torch.as_tensor(state).detach().to('cpu', torch.uint8)
+
+
 def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
+    """Restore what :func:`rng_state` captured, whatever device the states
+    were mapped to when the checkpoint was loaded.
+
+    CUDA states are restored for the devices present; the states of devices
+    this process does not see (a checkpoint from a machine with more GPUs
+    visible) are left out with a warning, as are all of them where CUDA is
+    not available.
+    """
     version, keys, gauss = state['python']
     random.setstate((version, tuple(keys), gauss))
     np_state = state['numpy']
+    np_keys = torch.as_tensor(np_state['keys']).detach().cpu()
     np.random.set_state(
-        (np_state['name'], np_state['keys'].numpy().astype(np.uint32),
-         np_state['pos'], np_state['has_gauss'],
-         np_state['cached_gaussian']))
-    torch.set_rng_state(state['torch'])
-    if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        (np_state['name'], np_keys.numpy().astype(np.uint32),
+         int(np_state['pos']), int(np_state['has_gauss']),
+         float(np_state['cached_gaussian'])))
+    torch.set_rng_state(_host_bytes(state['torch']))
+    cuda = list(state.get('cuda') or [])
+    present = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    for index, cuda_state in enumerate(cuda[:present]):
+        torch.cuda.set_rng_state(_host_bytes(cuda_state), index)
+    if len(cuda) > present:
+        warnings.warn(
+            f'The RNG states of {len(cuda)} CUDA devices were saved; this '
+            f'process sees {present}: the states of devices '
+            f'{list(range(present, len(cuda)))} are not restored, so random '
+            'numbers drawn on them differ from the uninterrupted run',
+            stacklevel=2)
 
 
 @contextmanager
