@@ -269,3 +269,42 @@ def test_runner_expects_the_task_and_classes_of_its_built_loop():
     runner._test_loop = SimpleNamespace(dataloader=DataLoader(Data([1])))
     assert runner.expected_task() == dict(task='dmlab',
                                           classes=['cat', 'dog'])
+
+
+@pytest.mark.parametrize('save_frozen', [False, True])
+def test_checkpoints_copy_only_what_they_keep(tmp_path, monkeypatch,
+                                              save_frozen):
+    """mmengine copies ``model.state_dict()`` to the CPU before any hook
+    sees it; with a frozen backbone only the kept tensors are copied (on a
+    GPU, the rest would be a device-to-host copy per save, then dropped)."""
+    import mmengine.runner.runner as mm_runner
+    from torch.utils.data import DataLoader
+
+    from tests.test_checkpoints import classifier
+    from vpt_mm.checkpoints import frozen_keys
+    from vpt_mm.engine import VPTRunner
+    copied, original = [], mm_runner.weights_to_cpu
+
+    def recording(state):
+        copied.append(set(state))
+        return original(state)
+
+    monkeypatch.setattr(mm_runner, 'weights_to_cpu', recording)
+    model = classifier()
+    data = DataLoader([torch.zeros(3, 32, 32)], batch_size=1)
+    runner = VPTRunner(
+        model=model, work_dir=str(tmp_path), train_dataloader=data,
+        train_cfg=dict(by_epoch=True, max_epochs=1),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
+        default_hooks=dict(checkpoint=dict(type='VPTCheckpointHook',
+                                           save_frozen=save_frozen)))
+    runner.save_checkpoint(str(tmp_path), 'epoch_1.pth',
+                           save_optimizer=False, save_param_scheduler=False)
+    frozen = frozen_keys(model)
+    assert frozen and len(copied) == 1
+    assert bool(copied[0] & frozen) == save_frozen
+    assert copied[0] - frozen == set(model.state_dict()) - frozen
+    saved = torch.load(tmp_path / 'epoch_1.pth', weights_only=False)
+    assert set(saved['state_dict']) == (set(model.state_dict()) if save_frozen
+                                        else set(model.state_dict()) - frozen)
+    assert set(model.state_dict()) >= frozen  # the model itself is whole

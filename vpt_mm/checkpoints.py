@@ -21,7 +21,8 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -46,7 +47,7 @@ __all__ = [
     'save_tuned', 'load_tuned', 'read_tuned', 'frozen_fingerprint',
     'checkpoint_record', 'verify_checkpoint', 'load_verified_checkpoint',
     'load_full_checkpoint', 'frozen_keys', 'omit_frozen', 'omits_frozen',
-    'record_of', 'load_model_checkpoint', 'load_training_checkpoint',
+    'record_of', 'state_dict_without_frozen', 'load_model_checkpoint', 'load_training_checkpoint',
     'TUNED_FORMAT', 'readout_of', 'recorded_task', 'check_task', 'task_of'
 ]
 
@@ -365,6 +366,34 @@ def omit_frozen(model: nn.Module,
     if metadata is not None:
         small._metadata = metadata
     return small
+
+
+@contextmanager
+def state_dict_without_frozen(model: nn.Module) -> Iterator[None]:
+    """While active, ``model.state_dict()`` leaves out what
+    :func:`omit_frozen` would drop (nothing under full fine-tuning).
+
+    mmengine's ``Runner.save_checkpoint`` copies ``model.state_dict()`` to
+    the CPU before any hook sees it: on a GPU that is a device-to-host copy
+    of the whole frozen backbone per save, only to be dropped.
+    :class:`~vpt_mm.engine.VPTRunner` saves inside this context, so only
+    what is kept is copied. Only the model's own ``state_dict`` call is
+    affected (its backbone's, e.g. for the fingerprint, is whole).
+    """
+    frozen = frozen_keys(model)
+    if not frozen & {name for name, _ in model.named_parameters()}:
+        yield
+        return
+
+    def drop(module, state, prefix, local_metadata) -> None:
+        for key in [k for k in state if k[len(prefix):] in frozen]:
+            del state[key]
+
+    handle = model.register_state_dict_post_hook(drop)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def record_of(checkpoint: dict) -> dict:

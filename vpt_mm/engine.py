@@ -22,6 +22,7 @@ Every vpt_mm config sets ``runner_type='VPTRunner'`` (in
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import glob
 import logging
@@ -39,6 +40,7 @@ from .checkpoints import (
     load_tuned,
     load_verified_checkpoint,
     record_of,
+    state_dict_without_frozen,
     task_of,
 )
 from .integrity import set_rng_state
@@ -252,9 +254,23 @@ class VPTRunner(Runner):
         ``except``, which turns a ``KeyboardInterrupt`` into "Failed to
         format the config file" and a dump of the whole config. The
         checkpoint being written is a temporary file, so the previous one
-        is intact."""
+        is intact.
+
+        With vpt_mm's checkpoint hook (unless ``save_frozen``), the model's
+        state dict is taken without the frozen backbone
+        (:func:`~vpt_mm.checkpoints.state_dict_without_frozen`): mmengine
+        copies it to the CPU before the hook drops those tensors."""
+        from .hooks import VPTCheckpointHook
+        hook = next((h for h in getattr(self, '_hooks', ())
+                     if isinstance(h, VPTCheckpointHook)), None)
+        small = contextlib.nullcontext()
+        if hook is not None and not hook.save_frozen:
+            small = state_dict_without_frozen(
+                self.model.module if is_model_wrapper(self.model) else
+                self.model)
         try:
-            super().save_checkpoint(*args, **kwargs)
+            with small:
+                super().save_checkpoint(*args, **kwargs)
         except SyntaxError as err:
             if isinstance(err.__context__, KeyboardInterrupt):
                 raise KeyboardInterrupt(
