@@ -20,7 +20,12 @@ import os.path as osp
 import sys
 
 from vpt_mm.apis import VPTInferencer, parse_task_args
-from vpt_mm.runner import add_config_args, config_from_args, write_json
+from vpt_mm.runner import (
+    add_config_args,
+    add_device_arg,
+    config_from_args,
+    write_json,
+)
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -58,7 +63,7 @@ def main() -> None:
         'been trained on it; any other name is a label')
     parser.add_argument('--out', help='write the predictions to this json')
     parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    add_device_arg(parser)
     parser.add_argument('--allow-other-backbone', action='store_true')
     args = parser.parse_args()
     images = list_images(args.inputs)

@@ -47,7 +47,8 @@ __all__ = [
     'save_tuned', 'load_tuned', 'read_tuned', 'frozen_fingerprint',
     'checkpoint_record', 'verify_checkpoint', 'load_verified_checkpoint',
     'load_full_checkpoint', 'frozen_keys', 'omit_frozen', 'omits_frozen',
-    'record_of', 'state_dict_without_frozen', 'load_model_checkpoint', 'load_training_checkpoint',
+    'record_of', 'state_dict_without_frozen', 'load_model_checkpoint',
+    'load_training_checkpoint',
     'TUNED_FORMAT', 'readout_of', 'recorded_task', 'check_task', 'task_of'
 ]
 

@@ -35,7 +35,9 @@ Example:
         --num-tokens 1 10 50 100 200 --out-dir work_dirs/cost
 """
 import argparse
+import contextlib
 import copy
+import gc
 import inspect
 import json
 import os
@@ -50,7 +52,7 @@ from mmengine.config import DictAction
 
 import vpt_mm  # noqa: F401  (compatibility fixes first, registration)
 from vpt_mm.integrity import atomic_save
-from vpt_mm.runner import write_json
+from vpt_mm.runner import add_device_arg, write_json
 from vpt_mm.tuning import saved_activations
 
 METHODS = ('full', 'linear', 'shallow', 'deep', 'prefix')
@@ -140,12 +142,19 @@ def make_samples(model, batch: int, size: List[int], device: str) -> list:
         return samples
     from mmpretrain.structures import DataSample
     num_classes = model.head.num_classes
-    return [DataSample().set_gt_label(i % num_classes) for i in range(batch)]
+    return [
+        DataSample().set_gt_label(i % num_classes).to(device)
+        for i in range(batch)
+    ]
+
+
+def on_cuda(device: str) -> bool:
+    return torch.device(device).type == 'cuda'
 
 
 def peak_memory_mb(device: str) -> float:
-    if device == 'cuda':
-        return torch.cuda.max_memory_allocated() / 2**20
+    if on_cuda(device):
+        return torch.cuda.max_memory_allocated(device) / 2**20
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -166,18 +175,35 @@ def prepare(job: dict):
     batch, size = job['batch_size'], job['img_size']
     x = torch.rand(batch, 3, *size, device=device)
     samples = make_samples(model, batch, size, device)
+    amp = job.get('amp')
+    dtype = dict(bf16=torch.bfloat16, fp16=torch.float16).get(amp)
+
+    def autocast():
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(device).type, dtype=dtype)
+
     if job['mode'] == 'train':
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optim = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+        # fp16 needs loss scaling (mmengine's AmpOptimWrapper does the same).
+        scaler = (torch.amp.GradScaler(torch.device(device).type)
+                  if amp == 'fp16' else None)
 
         def loss():
-            return sum(model(x, samples, mode='loss').values())
+            with autocast():
+                return sum(model(x, samples, mode='loss').values())
 
         def step():
             optim.zero_grad()
-            loss().backward()
-            optim.step()
+            if scaler is None:
+                loss().backward()
+                optim.step()
+                return
+            scaler.scale(loss()).backward()
+            scaler.step(optim)
+            scaler.update()
 
         def saved_mb() -> float:
             with saved_activations(model) as saved:
@@ -189,30 +215,31 @@ def prepare(job: dict):
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x, mode='tensor')
 
     return step
 
 
 def timed(step, device: str) -> float:
-    if device == 'cuda':
-        torch.cuda.synchronize()
+    if on_cuda(device):
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     step()
-    if device == 'cuda':
-        torch.cuda.synchronize()
+    if on_cuda(device):
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
 def measure(job: dict) -> dict:
     """Time one job and its peak memory (in this process)."""
     device = job['device']
-    if device == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
+    if on_cuda(device):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     step = prepare(job)
-    base_mb = (torch.cuda.memory_allocated() / 2**20
-               if device == 'cuda' else current_rss_mb())
+    base_mb = (torch.cuda.memory_allocated(device) / 2**20
+               if on_cuda(device) else current_rss_mb())
     step()  # warm-up
     times = sorted(timed(step, device) for _ in range(job['repeats']))
     ms = 1000 * times[len(times) // 2] / job['batch_size']
@@ -239,9 +266,14 @@ def measure_interleaved(jobs: List[dict]) -> List[float]:
     ]
 
 
-def run_job(job) -> dict:
-    """Measure in a fresh process (clean peak memory); ``job`` may be a
-    list of jobs to time interleaved."""
+def run_job(job, in_process: bool = False):
+    """Measure in a fresh process (clean peak memory), or with
+    ``in_process`` in this one (on CUDA, where the allocator's peak is reset
+    per job); ``job`` may be a list of jobs to time interleaved."""
+    if in_process:
+        gc.collect()
+        return (measure_interleaved(job)
+                if isinstance(job, list) else measure(job))
     proc = subprocess.run(
         [sys.executable, __file__, '--child', json.dumps(job)],
         capture_output=True,
@@ -390,8 +422,16 @@ def parse_args() -> argparse.Namespace:
         help='measure every variant this many times, round-robin, and '
         'keep the median time (and the largest peak): on a noisy machine '
         'drift then affects all variants alike')
+    add_device_arg(parser)
     parser.add_argument(
-        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+        '--amp', choices=('bf16', 'fp16'),
+        help='measure under autocast in this dtype (fp16 with loss '
+        'scaling), as --amp of tools/train.py; default: fp32')
+    parser.add_argument(
+        '--fresh-processes', action='store_true',
+        help='on CUDA too, measure each variant in a fresh process (on CPU '
+        'always: peak RSS cannot be reset); by default CUDA measurements '
+        'share one process, the allocator\'s peak reset for each')
     parser.add_argument('--out-dir', help='write cost.json and cost.png here')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
@@ -432,7 +472,9 @@ def main() -> None:
                     fused=row['form'] != 'token',
                     with_cp=row['form'] == 'fused+cp', mode=mode,
                     batch_size=args.batch_size, img_size=size[:2],
-                    repeats=repeats, device=args.device)
+                    repeats=repeats, device=args.device, amp=args.amp)
+
+    in_process = on_cuda(args.device) and not args.fresh_processes
 
     repeats = dict(train=args.repeats, infer=args.infer_repeats)
     results: Dict[tuple, List[dict]] = {}
@@ -441,7 +483,8 @@ def main() -> None:
             for mode in args.modes:
                 # With --interleave these runs only measure memory.
                 result = run_job(
-                    job(row, mode, 1 if args.interleave else repeats[mode]))
+                    job(row, mode, 1 if args.interleave else repeats[mode]),
+                    in_process)
                 results.setdefault((i, mode), []).append(result)
                 print(f'[{round_ + 1}/{args.rounds}] '
                       f'{TITLES[row["method"]]} p={row["num_tokens"]} '
@@ -451,7 +494,7 @@ def main() -> None:
     if args.interleave:
         for mode in args.modes:
             jobs = [job(row, mode, repeats[mode]) for row in rows]
-            for i, ms in enumerate(run_job(jobs)):
+            for i, ms in enumerate(run_job(jobs, in_process)):
                 interleaved[(i, mode)] = ms
             print(f'interleaved {mode} timing done', flush=True)
     for i, row in enumerate(rows):
@@ -468,17 +511,19 @@ def main() -> None:
                 peak_mb=max(r['peak_mb'] for r in runs),
                 base_mb=min(r['base_mb'] for r in runs),
                 saved_mb=runs[0]['saved_mb'])
-    device = (torch.cuda.get_device_name() if args.device == 'cuda' else
-              f'CPU ({os.cpu_count()} cores)')
+    device = (torch.cuda.get_device_name(args.device)
+              if on_cuda(args.device) else f'CPU ({os.cpu_count()} cores)')
     timing = ('interleaved in one process' if args.interleave else
-              'one process per variant')
+              'one process' if in_process else 'one process per variant')
     print(f'\n{osp.basename(args.config)}, batch {args.batch_size}, '
           f'{size[0]}x{size[1]}, {device}; timing: {timing}; memory: '
-          f'{"max_memory_allocated" if args.device == "cuda" else "peak RSS"}')
+          f'{"max_memory_allocated" if on_cuda(args.device) else "peak RSS"}'
+          f'; {args.amp or "fp32"}')
     print(report(rows))
     if args.out_dir:
         write_json(dict(config=args.config, batch_size=args.batch_size,
-                        img_size=size[:2], device=device, rows=rows),
+                        img_size=size[:2], device=device,
+                        amp=args.amp or 'fp32', timing=timing, rows=rows),
                    osp.join(args.out_dir, 'cost.json'))
         plot(rows, osp.join(args.out_dir, 'cost.png'))
         print(f'wrote {args.out_dir}/cost.json and cost.png')

@@ -20,7 +20,7 @@ from mmengine.registry import MODELS
 
 from vpt_mm.apis import MultiTaskClassifier, copy_frozen_backbone
 from vpt_mm.checkpoints import tuned_state_dict
-from vpt_mm.runner import add_config_args, config_from_args
+from vpt_mm.runner import add_config_args, add_device_arg, config_from_args
 
 
 def tensor_bytes(module: torch.nn.Module) -> int:
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--tasks', type=int, nargs='+', default=[1, 4, 16])
     parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    add_device_arg(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
     cfg.model.backbone.pop('init_cfg', None)

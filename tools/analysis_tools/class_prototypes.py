@@ -15,13 +15,19 @@ from mmengine.runner import Runner
 from vpt_mm.checkpoints import load_pretrained_backbone
 from vpt_mm.integrity import atomic_save
 from vpt_mm.prompts import class_prototypes, collect_features
-from vpt_mm.runner import add_config_args, config_from_args, local_loader
+from vpt_mm.runner import (
+    add_config_args,
+    add_device_arg,
+    config_from_args,
+    local_loader,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser)
     parser.add_argument('out', help='output .pt file of shape (C, d)')
+    add_device_arg(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
     from mmengine.registry import MODELS
@@ -36,8 +42,9 @@ def main() -> None:
         parser.error('the config has no pretrained backbone (init_cfg)')
     load_pretrained_backbone(
         backbone, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'))
-    backbone.eval()
-    preprocessor = MODELS.build(cfg.model.data_preprocessor)
+    backbone.to(args.device).eval()
+    # The preprocessor moves the images to the backbone's device.
+    preprocessor = MODELS.build(cfg.model.data_preprocessor).to(args.device)
     loader_cfg = cfg.train_dataloader.copy()
     loader_cfg.sampler = dict(type='DefaultSampler', shuffle=False)
     loader = Runner.build_dataloader(local_loader(loader_cfg))

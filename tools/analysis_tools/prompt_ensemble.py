@@ -16,7 +16,7 @@ import torch
 from mmengine.registry import DATASETS
 
 from vpt_mm.apis import VPTInferencer
-from vpt_mm.runner import add_config_args, config_from_args
+from vpt_mm.runner import add_config_args, add_device_arg, config_from_args
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument('files', nargs='+', help='tuned-only files (or '
                         'training checkpoints) of one task')
     parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    add_device_arg(parser)
     args = parser.parse_args()
     if len(args.files) < 2:
         parser.error('an ensemble needs two or more files')

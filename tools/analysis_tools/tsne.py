@@ -23,6 +23,7 @@ from vpt_mm.evaluation.figures import plot_tsne, tsne_embedding
 from vpt_mm.prompts import collect_features
 from vpt_mm.runner import (
     add_config_args,
+    add_device_arg,
     config_from_args,
     local_loader,
     write_json,
@@ -41,6 +42,7 @@ def parse_args() -> argparse.Namespace:
                         help='embed at most this many images, evenly spread '
                         'over the split (default: 2000)')
     parser.add_argument('--seed', type=int, default=0, help='t-SNE seed')
+    add_device_arg(parser)
     return parser.parse_args()
 
 
@@ -53,7 +55,7 @@ def main() -> None:
     load_model_checkpoint(model, args.checkpoint,
                           cfg.get('allow_other_backbone', False),
                           task_of(cfg), cfg.get('allow_other_task', False))
-    model.eval()
+    model.to(args.device).eval()
     loader_cfg = cfg[f'{args.split}_dataloader'].copy()
     dataset = DATASETS.build(loader_cfg.dataset)
     if len(dataset) > args.max_samples:
@@ -67,6 +69,7 @@ def main() -> None:
     loader = Runner.build_dataloader(local_loader(loader_cfg))
 
     def batches():
+        # The preprocessor moves the images to the model's device.
         for data in loader:
             data = model.data_preprocessor(data, False)
             labels = torch.cat([s.gt_label for s in data['data_samples']])
