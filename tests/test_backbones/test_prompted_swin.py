@@ -461,3 +461,28 @@ def test_with_cp_gives_the_same_outputs_and_gradients(fuse):
     torch.testing.assert_close(grads[1][0], grads[0][0])
     for a, b in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(b, a)
+
+
+@pytest.mark.parametrize('fuse', [False, True])
+def test_shift_mask_is_saved_once_not_per_sample(fuse):
+    """The shifted-window mask (with the relative position bias) reaches
+    attention as one (1, nW * heads, Tq, Tk) tensor broadcast over the
+    batch: nothing of its size times the batch is kept for backward (it
+    used to be repeated to (B * nW, heads, Tq, Tk), 1.4 GB in fp32 for a
+    Swin-B step at batch 128 with p = 10)."""
+    B, p = 4, 3
+    model = tiny_swin(dict(num_tokens=p, deep=True), img_size=32,
+                      window_size=4, fuse_prompts=fuse).train()
+    nW, heads, N = (32 // 4 // 4)**2, 2, 4 * 4
+    Tq, Tk = (N if fuse else p + N), p + N
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(torch.randn(B, 3, 32, 32))
+    masks = [s for s in saved if len(s) == 4 and s[2:] == (Tq, Tk)]
+    assert (1, nW * heads, Tq, Tk) in masks  # the first stage's shifted one
+    assert not [s for s in masks if s[0] == B * nW]

@@ -121,24 +121,39 @@ def _window_sdpa(msa: nn.Module, q: torch.Tensor, k: torch.Tensor,
     Returns:
         torch.Tensor: (B * nW, heads, Tq, dh).
     """
-    BnW, heads, Tq, _ = q.shape
-    N = k.shape[2] - p
+    BnW, heads, Tq, dh = q.shape
+    Tk = k.shape[2]
+    N = Tk - p
     pad = (p, 0, Tq - N, 0)
     bias = msa.relative_position_bias_table[
         msa.relative_position_index.view(-1)].view(N, N, heads)
     bias = F.pad(bias.permute(2, 0, 1), pad).unsqueeze(0)
-    if shift_mask is not None:
-        # (nW, heads, Tq, Tk) repeated for every sample: a 4-D mask keeps
-        # SDPA on its fused CPU/GPU kernels (a 5-D batch does not).
-        nW = shift_mask.shape[0]
-        bias = bias + F.pad(shift_mask, pad)[:, None]
-        bias = bias.repeat(BnW // nW, 1, 1, 1)
-    if key_off is not None:
-        bias = bias + key_off[:, None, None, :]
     drop = msa.attn_drop.p if msa.training else 0.0
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop,
-        scale=msa.scale)
+    if shift_mask is None:  # one (1, heads, Tq, Tk) mask for all windows
+        if key_off is not None:
+            bias = bias + key_off[:, None, None, :]
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop,
+            scale=msa.scale)
+    # Each of the nW windows of a sample has its own mask, the same for
+    # every sample. Laid out as (B, nW * heads, T, dh) (the windows of a
+    # sample beside its heads), the (1, nW * heads, Tq, Tk) mask broadcasts
+    # over the batch with stride 0: SDPA's kernels take it as it is and
+    # autograd saves it once, not once per sample (a repeated mask was
+    # (B * nW, heads, Tq, Tk): 1.4 GB in fp32 for a Swin-B step at batch
+    # 128 with p = 10). Only q (token form) is copied into this layout; the
+    # copy replaces the qkv projection's output in memory.
+    nW = shift_mask.shape[0]
+    B = BnW // nW
+    bias = (bias + F.pad(shift_mask, pad)[:, None]).reshape(
+        1, nW * heads, Tq, Tk)
+    if key_off is not None:  # the same key mask for a sample's windows
+        bias = bias + key_off[::nW, None, None, :]
+    out = F.scaled_dot_product_attention(
+        q.reshape(B, nW * heads, Tq, dh), k.reshape(B, nW * heads, Tk, dh),
+        v.reshape(B, nW * heads, Tk, dh), attn_mask=bias.to(q.dtype),
+        dropout_p=drop, scale=msa.scale)
+    return out.reshape(BnW, heads, Tq, dh)
 
 
 def _key_off(prompt_keep: Optional[torch.Tensor], N: int, nW: int,
