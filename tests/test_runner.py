@@ -1,6 +1,7 @@
 """Task selection of the benchmark configs (vpt_mm/runner.py)."""
 import argparse
 import glob
+import os
 import os.path as osp
 
 import pytest
@@ -308,3 +309,21 @@ def test_checkpoints_copy_only_what_they_keep(tmp_path, monkeypatch,
     assert set(saved['state_dict']) == (set(model.state_dict()) if save_frozen
                                         else set(model.state_dict()) - frozen)
     assert set(model.state_dict()) >= frozen  # the model itself is whole
+
+
+def test_deterministic_runs_set_the_cublas_workspace(monkeypatch):
+    """randomness.deterministic=True (tools/train.py --deterministic) needs
+    CUBLAS_WORKSPACE_CONFIG on CUDA, or torch refuses every cuBLAS product;
+    a value the user set is kept."""
+    from mmengine.config import Config
+
+    from vpt_mm.runner import deterministic_cuda_env
+    monkeypatch.delenv('CUBLAS_WORKSPACE_CONFIG', raising=False)
+    deterministic_cuda_env(Config(dict(randomness=dict(seed=0))))
+    assert 'CUBLAS_WORKSPACE_CONFIG' not in os.environ
+    deterministic_cuda_env(
+        Config(dict(randomness=dict(seed=0, deterministic=True))))
+    assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'
+    monkeypatch.setenv('CUBLAS_WORKSPACE_CONFIG', ':16:8')
+    deterministic_cuda_env(Config(dict(randomness=dict(deterministic=True))))
+    assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':16:8'

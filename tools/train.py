@@ -36,6 +36,14 @@ def parse_args() -> argparse.Namespace:
         help='dtype of --amp (default: float16 on CUDA, bfloat16 on CPU, '
         'the only one CPU supports)')
     parser.add_argument(
+        '--deterministic',
+        action='store_true',
+        help='deterministic CUDA kernels (randomness.deterministic=True and '
+        'CUBLAS_WORKSPACE_CONFIG): a run and its resume after a kill repeat '
+        'an uninterrupted run bit for bit on a GPU too, somewhat slower; an '
+        'operation with no deterministic CUDA kernel is then an error '
+        'naming it. CPU runs are deterministic without it')
+    parser.add_argument(
         '--no-validate',
         action='store_true',
         help='do not evaluate during training')
@@ -57,6 +65,9 @@ def main() -> None:
     cfg = load_config(args)
     if args.amp:
         enable_amp(cfg, args.amp_dtype)
+    if args.deterministic:
+        cfg.randomness = dict(cfg.get('randomness', None) or {},
+                              deterministic=True)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -398,9 +398,26 @@ def build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
 
     from .engine import VPTRunner
+    deterministic_cuda_env(cfg)
     if cfg.get('runner_type', None) is not None:
         return RUNNERS.build(cfg)
     return VPTRunner.from_cfg(cfg)
+
+
+#: cuBLAS's workspace setting for reproducible matrix products (CUDA's
+#: documentation, "Results reproducibility").
+CUBLAS_DETERMINISTIC = ':4096:8'
+
+
+def deterministic_cuda_env(cfg: Config) -> None:
+    """With ``randomness.deterministic=True`` (``tools/train.py
+    --deterministic``), set ``CUBLAS_WORKSPACE_CONFIG`` (unless set): torch's
+    deterministic mode, which mmengine switches on, refuses cuBLAS products
+    without it. Call it before the first CUDA matrix product (cuBLAS reads
+    it when its handle is made); :func:`build_runner` does."""
+    randomness = cfg.get('randomness', None) or {}
+    if randomness.get('deterministic', False):
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_DETERMINISTIC)
 
 
 def _json_scalar(value: object) -> object:

@@ -56,8 +56,9 @@ def run(cmd, **kwargs):
 def test_train_then_resume(tmp_path):
     work = str(tmp_path / 'work')
     cfg = write_config(tmp_path)
-    log = run([sys.executable, 'tools/train.py', cfg, '--work-dir', work])
-    assert 'accuracy/top1' in log
+    log = run([sys.executable, 'tools/train.py', cfg, '--work-dir', work,
+               '--deterministic'])
+    assert 'accuracy/top1' in log and 'deterministic: True' in log
     assert osp.exists(osp.join(work, 'epoch_2.pth'))
     ckpt = torch.load(osp.join(work, 'epoch_2.pth'))
     prompts_2 = ckpt['state_dict']['backbone.prompt.embeddings']
