@@ -45,3 +45,18 @@ def perturb_tuned(model, seed, std=0.5):
             if param.requires_grad:
                 param.normal_(0, std)
     return model
+
+
+def pytest_collection_modifyitems(config, items):
+    """``cuda`` tests skip where CUDA is absent, saying why; with
+    ``VPT_MM_CUDA_TIER_ON_CPU=1`` they run on the CPU (to check the tests
+    themselves, tests/test_cuda.py)."""
+    import os
+    if torch.cuda.is_available() or os.environ.get('VPT_MM_CUDA_TIER_ON_CPU'):
+        return
+    skip = pytest.mark.skip(
+        reason=f'needs CUDA: torch {torch.__version__} sees no GPU (run '
+        '`bash tools/gpu_check.sh OUT_DIR` or `pytest -m cuda` on one)')
+    for item in items:
+        if 'cuda' in item.keywords:
+            item.add_marker(skip)

@@ -10,35 +10,36 @@ ARCH = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)
 SETR = ('vpt_deep', 'vpt_shallow', 'full', 'head-only', 'bias')
 
 
-def write_pretrained(path: str) -> str:
+def write_pretrained(path: str, arch: dict = ARCH) -> str:
     """A random 'pretrained' 224x224 ViT (14x14 position grid, final norm
     included) in mmpretrain's keys, like the converters write."""
-    vit = VisionTransformer(arch=ARCH, img_size=224, patch_size=16)
+    vit = VisionTransformer(arch=arch, img_size=224, patch_size=16)
     torch.save(dict(state_dict=vit.state_dict()), path)
     return path
 
 
 def write_seg_config(path: str, name: str, ckpt: str, data_root: str,
-                     extra: str = '') -> str:
-    """``configs/setr/<name>_vit-l_ade20k.py`` with a 4-layer 32-wide ViT,
-    64x64 crops, slide inference with 64x64 windows and stride 43, a few
-    iterations, and the data under ``data_root``."""
+                     extra: str = '', arch: dict = ARCH) -> str:
+    """``configs/setr/<name>_vit-l_ade20k.py`` with a 4-layer 32-wide ViT
+    (or ``arch``, its first 4 layers read out), 64x64 crops, slide
+    inference with 64x64 windows and stride 43, a few iterations, and the
+    data under ``data_root``."""
     base = osp.join(REPO, 'configs', 'setr', f'{name}_vit-l_ade20k.py')
     text = f"""
 _base_ = [{base!r}]
 crop_size = (64, 64)
 norm_cfg = dict(type='SyncBN', requires_grad=True)
-aux = dict(type='SETRUPHead', in_channels=32, channels=16, num_classes=150,
-           dropout_ratio=0, norm_cfg=norm_cfg, num_convs=1, up_scale=4,
-           kernel_size=3, align_corners=False,
+aux = dict(type='SETRUPHead', in_channels={arch['embed_dims']}, channels=16,
+           num_classes=150, dropout_ratio=0, norm_cfg=norm_cfg, num_convs=1,
+           up_scale=4, kernel_size=3, align_corners=False,
            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False,
                             loss_weight=0.4))
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(arch=dict(_delete_=True, **{ARCH!r}), img_size=crop_size,
+    backbone=dict(arch=dict(_delete_=True, **{arch!r}), img_size=crop_size,
                   out_indices=(0, 1, 2, 3),
                   init_cfg=dict(checkpoint={ckpt!r})),
-    decode_head=dict(in_channels=32, channels=16),
+    decode_head=dict(in_channels={arch['embed_dims']}, channels=16),
     auxiliary_head=[dict(aux, in_index=i) for i in range(3)],
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(43, 43)))
 data_root = {data_root!r}
