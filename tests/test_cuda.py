@@ -234,10 +234,11 @@ def test_amp_training_step_setr(tmp_path, dtype):
     _train_steps(model, data, _amp_wrapper(model, dtype))
 
 
-# -- tools on the GPU --------------------------------------------------------
+# -- tools on the GPU (test_tool_*: real processes; tools/gpu_check.sh runs
+# them after the measurements) ----------------------------------------------
 
 
-def test_dist_train_one_process_vtab(bench, tmp_path):  # noqa: F811
+def test_tool_dist_train_one_process_vtab(bench, tmp_path):  # noqa: F811
     """``dist_train.sh CONFIG 1``: torchrun, nccl on a GPU."""
     _, configs = bench
     work = str(tmp_path / 'work')
@@ -249,7 +250,7 @@ def test_dist_train_one_process_vtab(bench, tmp_path):  # noqa: F811
                                                           'epoch_2.pth'))
 
 
-def test_dist_train_one_process_setr(tmp_path):
+def test_tool_dist_train_one_process_setr(tmp_path):
     """SETR-PUP through ``dist_train.sh CONFIG 1``: ViT-B on 64x64 crops
     (the tiny ViT without a GPU), a few iterations, SyncBN kept on CUDA."""
     from tests.seg_configs import ARCH, write_pretrained, write_seg_config
@@ -267,7 +268,7 @@ def test_dist_train_one_process_setr(tmp_path):
     assert ('SyncBN needs CUDA' in log) != ON_GPU
 
 
-def test_resume_after_sigkill_is_exact_deterministic(tmp_path):
+def test_tool_resume_after_sigkill_is_exact_deterministic(tmp_path):
     """Killed mid-epoch, then resumed, with ``--deterministic``: the final
     checkpoint equals the uninterrupted run's bit for bit, on the GPU."""
     from tests.test_tools.test_trust import (
@@ -290,7 +291,7 @@ def test_resume_after_sigkill_is_exact_deterministic(tmp_path):
                                            'epoch_3.pth')))
 
 
-def test_infer_on_the_device_equals_the_cpu(bench, tmp_path):  # noqa: F811
+def test_tool_infer_on_the_device_equals_the_cpu(bench, tmp_path):  # noqa: F811
     """``tools/infer.py --device cuda`` (a mixed-task batch: two tasks of
     different prompt lengths) gives the CPU's scores to 1e-4."""
     from tests.test_tools.test_infer import tuned
@@ -314,7 +315,7 @@ def test_infer_on_the_device_equals_the_cpu(bench, tmp_path):  # noqa: F811
                 torch.tensor(pred['pred_scores']), rtol=1e-4, atol=1e-4)
 
 
-def test_analysis_tools_on_the_device(bench, tmp_path):  # noqa: F811
+def test_tool_analysis_on_the_device(bench, tmp_path):  # noqa: F811
     """tsne.py and class_prototypes.py with ``--device``."""
     from tests.test_tools.test_infer import tuned
     root, configs = bench
@@ -329,7 +330,7 @@ def test_analysis_tools_on_the_device(bench, tmp_path):  # noqa: F811
     assert torch.load(protos).shape == (6, 32)
 
 
-def test_benchmark_cost_on_the_device(tmp_path):
+def test_tool_benchmark_cost_on_the_device(tmp_path):
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(f"""
 _base_ = ['{REPO}/configs/vtab/vpt_deep_vit-b.py']
@@ -355,7 +356,7 @@ model = dict(
             assert row['train']['peak_mb'] > row['train']['base_mb'] > 0
 
 
-def test_sweep_killed_and_restarted(bench):  # noqa: F811
+def test_tool_sweep_killed_and_restarted(bench):  # noqa: F811
     """A sweep on ``--devices 0`` killed with SIGKILL while its first jobs
     run, then started again: it finishes, with every grid point scored
     once."""

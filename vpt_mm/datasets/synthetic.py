@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 import uuid
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -20,11 +20,13 @@ from .benchmarks import get_task
 
 
 def write_image(path: str, rng: np.random.RandomState,
-                label: int = 0) -> None:
-    """A small random JPEG whose mean brightness depends on ``label``, so
-    that a model can learn something from it."""
+                label: int = 0,
+                size: Optional[Tuple[int, int]] = None) -> None:
+    """A random JPEG whose mean brightness depends on ``label``, so that a
+    model can learn something from it: small (12-19 pixels a side) unless
+    ``size`` (h, w) is given."""
     os.makedirs(osp.dirname(path), exist_ok=True)
-    h, w = rng.randint(12, 20), rng.randint(12, 20)
+    h, w = size or (rng.randint(12, 20), rng.randint(12, 20))
     base = (label * 37) % 200
     img = (base + rng.randint(0, 56, size=(h, w, 3))).astype(np.uint8)
     if not cv2.imwrite(path, img):
@@ -36,9 +38,11 @@ def make_vtab_task(root: str,
                    train: int = 2,
                    val: int = 1,
                    test: int = 1,
-                   seed: int = 0) -> str:
+                   seed: int = 0,
+                   size: Optional[Tuple[int, int]] = None) -> str:
     """A VTAB-1k task folder with ``train``/``val``/``test`` images per
-    class and the four split lists; returns the task folder."""
+    class (of ``size`` (h, w) if given, see :func:`write_image`) and the
+    four split lists; returns the task folder."""
     info = get_task(task)
     rng = np.random.RandomState(seed)
     task_dir = osp.join(root, info.folder)
@@ -48,7 +52,7 @@ def make_vtab_task(root: str,
                            ('test', test)):
             for i in range(num):
                 rel = f'images/{split}/{label}_{i}.jpg'
-                write_image(osp.join(task_dir, rel), rng, label)
+                write_image(osp.join(task_dir, rel), rng, label, size)
                 lines[split].append(f'{rel} {label}')
     lines['train800val200'] = lines['train800'] + lines['val200']
     for split, rows in lines.items():
