@@ -20,7 +20,9 @@ default), it runs:
 4. the tools half of the tier (``test_tool_*``: ``dist_train.sh`` with
    nccl, resume after SIGKILL with ``--deterministic``, ``infer.py``, the
    analysis tools and the benchmark on the device, a killed sweep);
-5. the cost of Swin-B (batch 64) and of SETR-PUP ViT-L at 512, batch 2.
+5. the cost of Swin-B (batch 64); time to a result again with the
+   training set decoded once (:class:`~vpt_mm.datasets.InMemoryDataset`);
+   the cost of SETR-PUP ViT-L at 512, batch 2.
 
 Every step runs in its own process with its own time limit; a failed or
 timed-out step is recorded and the next one runs. It writes
@@ -146,6 +148,10 @@ def plan(scale: str, work: str, device: str) -> List[dict]:
                                                            'cost_swin')],
         timeout=120, least=30))
     steps.append(dict(
+        name='time_to_result_in_memory', kind='ttr', in_memory=True,
+        what='the same, the training set decoded once (InMemoryDataset)',
+        timeout=150 if full else 300, least=60))
+    steps.append(dict(
         name='cost_setr', kind='cost',
         what='SETR-PUP ViT-L cost at 512, batch 2, fp32',
         out=osp.join(work, 'cost_setr'),
@@ -160,18 +166,28 @@ def plan(scale: str, work: str, device: str) -> List[dict]:
     return steps
 
 
-def ttr_commands(scale: str, work: str) -> dict:
+def ttr_commands(scale: str, work: str, in_memory: bool = False) -> dict:
     """The preparation (data, stand-in checkpoint) and the timed run of the
-    time-to-result step."""
+    time-to-result step; with ``in_memory`` the training set is wrapped in
+    :class:`~vpt_mm.datasets.InMemoryDataset` (decoded once)."""
     full = scale == 'full'
     data = osp.join(work, 'ttr_data')
-    config = ('configs/vtab/vpt_deep_vit-b.py' if full else
-              osp.join(work, 'smoke_ttr.py'))
+    base = ('configs/vtab/vpt_deep_vit-b.py' if full else
+            osp.join(work, 'smoke_ttr.py'))
+    config, config_text = base, None
+    if in_memory:
+        config = osp.join(work, 'ttr_in_memory.py')
+        config_text = (
+            f"_base_ = [{osp.join(REPO, base) if full else base!r}]\n"
+            "train_dataloader = dict(dataset=dict(\n"
+            "    _delete_=True, type='InMemoryDataset',\n"
+            "    dataset={{_base_.train_dataloader.dataset}}))\n")
     ckpt = osp.join(work, 'standin_vit.pth')
     per_class = '100' if full else '5'
     epochs = '100' if full else '2'
+    run_dir = osp.join(work, 'ttr_in_memory' if in_memory else 'ttr_run')
     train = [PY, 'tools/train.py', config, '--task', 'eurosat',
-             '--work-dir', osp.join(work, 'ttr_run'), '--amp',
+             '--work-dir', run_dir, '--amp',
              '--cfg-options', f'data_root={osp.join(data, "vtab-1k")}',
              f'model.backbone.init_cfg.checkpoint={ckpt}',
              f'train_cfg.max_epochs={epochs}',
@@ -182,7 +198,8 @@ def ttr_commands(scale: str, work: str) -> dict:
     if full:
         train[train.index('--amp') + 1:train.index('--amp') + 1] = [
             '--amp-dtype', 'bfloat16']
-        train += ['train_dataloader.num_workers=12',
+        workers = 4 if in_memory else 12
+        train += [f'train_dataloader.num_workers={workers}',
                   'val_dataloader.num_workers=12']
     return dict(
         prepare=[
@@ -192,7 +209,8 @@ def ttr_commands(scale: str, work: str) -> dict:
             [PY, 'tools/model_converters/standin_checkpoint.py', config,
              ckpt, '--task', 'eurosat'],
         ],
-        train=train, work_dir=osp.join(work, 'ttr_run'))
+        train=train, work_dir=run_dir, config=config,
+        config_text=config_text)
 
 
 def run_step(cmd: List[str], timeout: float, log) -> dict:
@@ -460,8 +478,8 @@ def main() -> None:
         for i, step in enumerate(steps, 1):
             print(f'{i}. {step["name"]} (limit {step["timeout"]} s): '
                   f'{step["what"]}')
-            cmds = (ttr_commands(scale, work)['prepare'] +
-                    [ttr_commands(scale, work)['train']]
+            ttr = ttr_commands(scale, work, step.get('in_memory', False))
+            cmds = (ttr['prepare'] + [ttr['train']]
                     if step['kind'] == 'ttr' else [step['cmd']])
             for cmd in cmds:
                 print('   $ ' + ' '.join(cmd))
@@ -500,7 +518,8 @@ def main() -> None:
             limit = min(step['timeout'], left)
             try:
                 if step['kind'] == 'ttr':
-                    run_ttr(scale, work, limit, log, entry)
+                    run_ttr(scale, work, limit, log, entry,
+                            step.get('in_memory', False))
                 else:
                     entry['command'] = ' '.join(step['cmd'])
                     result = run_step(step['cmd'], limit, log)
@@ -533,11 +552,17 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_ttr(scale: str, work: str, limit: float, log, entry: dict) -> None:
-    """Prepare the time-to-result task, then time the training run."""
-    cmds = ttr_commands(scale, work)
+def run_ttr(scale: str, work: str, limit: float, log, entry: dict,
+            in_memory: bool = False) -> None:
+    """Prepare the time-to-result task (unless an earlier step did), then
+    time the training run."""
+    cmds = ttr_commands(scale, work, in_memory)
+    if cmds['config_text']:
+        with open(cmds['config'], 'w') as f:
+            f.write(cmds['config_text'])
     prep_start = time.perf_counter()
-    for cmd in cmds['prepare']:
+    prepared = osp.isfile(osp.join(work, 'standin_vit.pth'))
+    for cmd in [] if prepared else cmds['prepare']:
         result = run_step(cmd, limit, log)
         if result['status'] != 'ok':
             entry.update(status=f'preparation {result["status"]}',

@@ -181,22 +181,15 @@ def apply_task(cfg: Config, task: Optional[str] = None) -> None:
     head.num_classes = info.num_classes
 
 
-#: Transforms that make a training pipeline random, besides any whose name
-#: contains "Rand" (RandomCrop, RandomFlip, RandAugment, ...).
-RANDOM_TRANSFORMS = ('AutoAugment', 'ColorJitter', 'Albu', 'Albumentations',
-                     'GaussianBlur', 'Lighting')
-
-
 def random_transforms(cfg: Config) -> list:
-    """The random transforms of the training pipeline, by type."""
+    """The random transforms of the training pipeline, by type
+    (:func:`~vpt_mm.datasets.memory.random_transform_names`)."""
+    from .datasets.memory import random_transform_names
     dataset = cfg.get('train_dataloader', None) or {}
     dataset = dataset.get('dataset', {})
     while 'pipeline' not in dataset and 'dataset' in dataset:
         dataset = dataset['dataset']  # dataset wrappers
-    return [
-        t.get('type') for t in dataset.get('pipeline', [])
-        if 'Rand' in str(t.get('type')) or t.get('type') in RANDOM_TRANSFORMS
-    ]
+    return random_transform_names(dataset.get('pipeline', []))
 
 
 def check_cached_features(cfg: Config) -> None:

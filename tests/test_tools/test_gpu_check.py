@@ -9,7 +9,7 @@ import pytest
 from tests.test_tools.test_train import REPO
 
 STEPS = ['tier_core', 'cost_vit_fp32', 'cost_vit_bf16', 'time_to_result',
-         'tier_tools', 'cost_swin', 'cost_setr']
+         'tier_tools', 'cost_swin', 'time_to_result_in_memory', 'cost_setr']
 
 
 def _gpu_check():
@@ -122,9 +122,11 @@ def test_smoke_run_writes_every_step_to_the_report(tmp_path):
     assert cost['amp'] == 'bf16' and '| VPT-Deep | 2 | fused |' in cost[
         'table']
     assert cost['ratios']['deep_p2_fused']['train_time_vs_full'] > 0
-    ttr = steps['time_to_result']['figures']
-    assert 0 <= ttr['test_top1'] <= 100 and ttr['logged_iters'] > 0
-    assert 0 <= ttr['data_share'] <= 1
+    for name in ('time_to_result', 'time_to_result_in_memory'):
+        ttr = steps[name]['figures']
+        assert 0 <= ttr['test_top1'] <= 100 and ttr['logged_iters'] > 0
+        assert 0 <= ttr['data_share'] <= 1
+    assert 'ttr_in_memory.py' in steps['time_to_result_in_memory']['command']
     md = (out / 'report.md').read_text()
     assert '# vpt_mm GPU check: CPU' in md and 'time to a result: ' in md
     assert (out / 'gpu_check.log').stat().st_size > 1000
