@@ -6,6 +6,7 @@ import os
 import os.path as osp
 from typing import Optional
 
+import torch
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 
@@ -105,7 +106,6 @@ class NonFiniteLossHook(Hook):
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         distributed = get_world_size() > 1
         if distributed:
-            import torch
             flag = torch.tensor([float(bool(bad))])
             all_reduce(flag, op='max')
             if not flag.item():

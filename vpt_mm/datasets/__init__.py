@@ -6,6 +6,6 @@ from .memory import InMemoryDataset
 from .vtab import VTAB1k
 
 __all__ = [
-    'FGVC', 'GROUPS', 'InMemoryDataset', 'SklearnDigits', 'TASKS', 'TaskInfo', 'VTAB1k',
-    'get_task', 'tasks_of'
+    'FGVC', 'GROUPS', 'InMemoryDataset', 'SklearnDigits', 'TASKS',
+    'TaskInfo', 'VTAB1k', 'get_task', 'tasks_of'
 ]
