@@ -331,19 +331,12 @@ def test_tool_analysis_on_the_device(bench, tmp_path):  # noqa: F811
 
 
 def test_tool_benchmark_cost_on_the_device(tmp_path):
-    cfg = tmp_path / 'cfg.py'
-    cfg.write_text(f"""
-_base_ = ['{REPO}/configs/vtab/vpt_deep_vit-b.py']
-model = dict(
-    backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=2,
-                            num_heads=2, feedforward_channels=64),
-                  img_size=32, patch_size=8),
-    head=dict(in_channels=32))
-""")
+    from tests.test_tools.test_benchmark_cost import write_tiny_vit_config
+    cfg = write_tiny_vit_config(tmp_path)
     for amp in ([], ['--amp', 'bf16']):
         out = tmp_path / f'cost{len(amp)}'
         log = run([sys.executable, 'tools/analysis_tools/benchmark_cost.py',
-                   str(cfg), '--num-tokens', '2', '--methods', 'full',
+                   cfg, '--num-tokens', '2', '--methods', 'full',
                    'deep', '--batch-size', '2', '--img-size', '32',
                    '--repeats', '2', '--device', DEVICE, '--out-dir',
                    str(out), *amp])

@@ -9,7 +9,8 @@ from tests.test_tools.test_train import REPO, run
 pytestmark = pytest.mark.slow
 
 
-def test_benchmark_cost_tiny(tmp_path):
+def write_tiny_vit_config(tmp_path) -> str:
+    """configs/vtab/vpt_deep_vit-b.py with a 2-layer 32-wide ViT at 32x32."""
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(f"""
 _base_ = ['{REPO}/configs/vtab/vpt_deep_vit-b.py']
@@ -19,6 +20,11 @@ model = dict(
                   img_size=32, patch_size=8),
     head=dict(in_channels=32))
 """)
+    return str(cfg)
+
+
+def test_benchmark_cost_tiny(tmp_path):
+    cfg = write_tiny_vit_config(tmp_path)
     out = tmp_path / 'cost'
     log = run([
         sys.executable, 'tools/analysis_tools/benchmark_cost.py', str(cfg),

@@ -5,12 +5,11 @@ meets the model's meta tensors and torch refuses the mix, as it refuses a
 CPU tensor beside CUDA ones.
 """
 import argparse
-import importlib.util
 
 import pytest
 import torch
 
-from tests.test_tools.test_train import REPO
+from tests.test_tools.test_train import REPO, load_tool
 from vpt_mm.runner import add_device_arg, config_from_file
 
 TINY_VIT = dict(
@@ -19,11 +18,7 @@ TINY_VIT = dict(
 
 
 def _benchmark_cost():
-    spec = importlib.util.spec_from_file_location(
-        'benchmark_cost', f'{REPO}/tools/analysis_tools/benchmark_cost.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis_tools/benchmark_cost.py')
 
 
 def _model_cfg(config: str, **backbone) -> dict:

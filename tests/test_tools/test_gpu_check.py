@@ -1,23 +1,18 @@
 """tools/gpu_check.sh: the plan (--dry-run), the report's arithmetic, and
 the whole script at toy sizes on the CPU (--smoke)."""
-import importlib.util
 import json
 import subprocess
 
 import pytest
 
-from tests.test_tools.test_train import REPO
+from tests.test_tools.test_train import REPO, load_tool
 
 STEPS = ['tier_core', 'cost_vit_fp32', 'cost_vit_bf16', 'time_to_result',
          'tier_tools', 'cost_swin', 'time_to_result_in_memory', 'cost_setr']
 
 
 def _gpu_check():
-    spec = importlib.util.spec_from_file_location(
-        'gpu_check', f'{REPO}/tools/gpu_check.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/gpu_check.py')
 
 
 def _script(*args, timeout=120):

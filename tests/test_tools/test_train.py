@@ -45,6 +45,17 @@ default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=3),
     return str(cfg)
 
 
+def load_tool(path: str):
+    """A script under tools/ (e.g. ``tools/gpu_check.py``) as a module, to
+    test its functions in this process."""
+    import importlib.util
+    name = osp.splitext(osp.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run(cmd, **kwargs):
     env = dict(os.environ, PYTHONPATH=REPO)
     proc = subprocess.run(
