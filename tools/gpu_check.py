@@ -74,6 +74,16 @@ model = dict(
                   img_size=32, window_size=4, out_indices=(1, )),
     head=dict(in_channels=32))
 """,
+    'setr': f"""
+_base_ = ['{REPO}/configs/setr/vpt_deep_vit-l_ade20k.py']
+model = dict(
+    data_preprocessor=dict(size=(32, 32)),
+    backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=4,
+                            num_heads=2, feedforward_channels=64),
+                  img_size=(32, 32), out_indices=(0, 1, 2, 3)),
+    decode_head=dict(in_channels=32, channels=16),
+    auxiliary_head=None)
+""",
     'ttr': f"""
 _base_ = ['{REPO}/configs/vtab/vpt_deep_vit-b.py']
 model = dict(backbone=dict({TINY_VIT}), head=dict(in_channels=32))
@@ -100,7 +110,8 @@ def plan(scale: str, work: str, device: str) -> List[dict]:
            osp.join(work, 'smoke_vit.py'))
     swin = ('configs/vtab/vpt_deep_swin-b.py' if full else
             osp.join(work, 'smoke_swin.py'))
-    setr = ('configs/setr/vpt_deep_vit-l_ade20k.py' if full else vit)
+    setr = ('configs/setr/vpt_deep_vit-l_ade20k.py' if full else
+            osp.join(work, 'smoke_setr.py'))
     batch = ['--batch-size', '64' if full else '2']
     size = ['--img-size', '224' if full else '32']
     tokens = ['1', '50', '200'] if full else ['2']
