@@ -121,7 +121,7 @@ def plan(scale: str, work: str, device: str) -> List[dict]:
         dict(name='tier_core', what='cuda tier: fused == token, autocast, '
              'AMP steps', kind='pytest',
              cmd=[PY, '-m', 'pytest', 'tests/test_cuda.py', '-m', 'cuda',
-                  '-k', 'not test_tool_', '-q', '-p', 'no:cacheprovider',
+                  '-k', 'not test_tool_', '-v', '-p', 'no:cacheprovider',
                   '--junitxml', osp.join(work, 'tier_core.xml')],
              timeout=150, least=30),
     ]
@@ -147,7 +147,7 @@ def plan(scale: str, work: str, device: str) -> List[dict]:
         what='cuda tier: the tools (dist_train nccl, resume after kill, '
         'infer, analysis, benchmark, sweep) on the device',
         cmd=[PY, '-m', 'pytest', 'tests/test_cuda.py', '-m', 'cuda', '-k',
-             'test_tool_', '-q', '-p', 'no:cacheprovider', '--junitxml',
+             'test_tool_', '-v', '-p', 'no:cacheprovider', '--junitxml',
              osp.join(work, 'tier_tools.xml')],
         timeout=330, least=60))
     steps.append(dict(
@@ -270,6 +270,24 @@ def junit_summary(path: str) -> dict:
         else:
             counts['passed'] += 1
     return dict(counts, failures=failures)
+
+
+def verbose_summary(output: str) -> dict:
+    """Counts and failures from ``pytest -v`` output, for a run killed
+    before it wrote its junit report: the tests that finished."""
+    import re
+    counts = dict(passed=0, failed=0, skipped=0)
+    failures = []
+    for test, outcome in re.findall(
+            r'^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR)', output, re.M):
+        key = dict(PASSED='passed', SKIPPED='skipped').get(outcome, 'failed')
+        counts[key] += 1
+        if key == 'failed':
+            failures.append(dict(test=test.split('::')[-1],
+                                 message=outcome))
+    return dict(counts, failures=failures,
+                incomplete='stopped before the end: only the tests that '
+                'finished are counted')
 
 
 def cost_summary(out_dir: str) -> dict:
@@ -411,7 +429,9 @@ def markdown(report: dict) -> str:
         figures = step.get('figures') or {}
         if step['kind'] == 'pytest' and 'passed' in figures:
             lines.append(f'\n{figures["passed"]} passed, {figures["failed"]} '
-                         f'failed, {figures["skipped"]} skipped')
+                         f'failed, {figures["skipped"]} skipped' +
+                         (f' ({figures["incomplete"]})'
+                          if figures.get('incomplete') else ''))
             for fail in figures['failures']:
                 lines.append(f'- FAILED {fail["test"]}: {fail["message"]}')
         if step['kind'] == 'cost' and figures.get('table'):
@@ -544,8 +564,10 @@ def main() -> None:
                                  wall_s=result['wall_s'])
                     figures: dict = {}
                     if step['kind'] == 'pytest':
-                        figures = junit_summary(step['cmd'][
-                            step['cmd'].index('--junitxml') + 1])
+                        junit = step['cmd'][step['cmd'].index('--junitxml') +
+                                            1]
+                        figures = (junit_summary(junit) if osp.isfile(junit)
+                                   else verbose_summary(result['output']))
                     elif step['kind'] == 'cost':
                         figures = cost_summary(step['out'])
                         figures['table'] = table_of(result['output'])

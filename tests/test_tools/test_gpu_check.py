@@ -127,3 +127,29 @@ def test_smoke_run_writes_every_step_to_the_report(tmp_path):
     assert (out / 'gpu_check.log').stat().st_size > 1000
     assert sorted(p.name for p in out.iterdir()) == [
         'gpu_check.log', 'report.json', 'report.md']
+
+
+def test_a_tier_killed_at_its_limit_reports_what_finished():
+    out = ('tests/test_cuda.py::test_a[fp16] PASSED   [ 10%]\n'
+           'tests/test_cuda.py::test_b FAILED     [ 20%]\n'
+           'tests/test_cuda.py::test_c SKIPPED (needs CUDA) [ 30%]\n'
+           'tests/test_cuda.py::test_d ')
+    summary = _gpu_check().verbose_summary(out)
+    assert (summary['passed'], summary['failed'], summary['skipped']) == (
+        1, 1, 1)
+    assert summary['failures'] == [dict(test='test_b', message='FAILED')]
+    assert 'stopped before the end' in summary['incomplete']
+
+
+def test_steps_without_time_left_are_reported_not_run(tmp_path):
+    out = tmp_path / 'out'
+    rc, log = _script(str(out), '--smoke', '--budget', '5', '--only',
+                      'tier_core', 'cost_swin', '--work-dir',
+                      str(tmp_path / 'work'))
+    assert rc == 0, log
+    steps = json.loads((out / 'report.json').read_text())['steps']
+    assert [(s['name'], s['status']) for s in steps] == [
+        ('tier_core', 'not run (out of time)'),
+        ('cost_swin', 'not run (out of time)')]
+    assert '| tier_core | not run (out of time) |' in (
+        out / 'report.md').read_text()
