@@ -166,7 +166,7 @@ CLASSIFIERS = {
 WIDTH = dict(vit=32, swin=32, resnet=512, convnext=320)
 
 
-def _train_steps(model, data, wrapper, steps=3):
+def _train_steps(model, data, wrapper, steps=8):
     from vpt_mm.checkpoints import frozen_fingerprint
     frozen = frozen_fingerprint(model)
     prompts = {n: p.detach().clone() for n, p in model.named_parameters()
@@ -177,7 +177,9 @@ def _train_steps(model, data, wrapper, steps=3):
         assert all(torch.isfinite(v) for v in losses.values()), losses
     assert frozen_fingerprint(model) == frozen
     # Some prompts move (a ConvNet's bottom/right frame gets ~1e-12 of the
-    # gradient at random init: its last rows fall off a stride-2 stage).
+    # gradient at random init: its last rows fall off a stride-2 stage);
+    # fp16's dynamic loss scale may skip the first steps (overflow at
+    # 2**16), hence several.
     params = dict(model.named_parameters())
     assert any(not torch.equal(params[name], before)
                for name, before in prompts.items())
@@ -372,7 +374,10 @@ def test_tool_sweep_killed_and_restarted(bench):  # noqa: F811
                 break
             assert time.monotonic() < deadline, 'the sweep never started'
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended by itself (and said why)
+            pass
         proc.wait(timeout=60)
     assert not osp.exists(osp.join(sweep_dir, 'records.json'))
     log = run(cmd, timeout=600)
