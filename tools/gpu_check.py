@@ -319,7 +319,8 @@ def cost_summary(out_dir: str) -> dict:
             train_peak_vs_full=ratio(row, full, 'train', 'peak_mb'),
             infer_time_vs_frozen=ratio(row, frozen, 'infer', 'ms_per_img'))
     return dict(device=report.get('device'), amp=report.get('amp'),
-                timing=report.get('timing'), rows=rows, ratios=ratios)
+                timing=report.get('timing'), rows=rows, ratios=ratios,
+                failed=report.get('failed', []))
 
 
 def goals_of(cost: dict) -> Dict[str, dict]:
@@ -437,6 +438,8 @@ def markdown(report: dict) -> str:
         if step['kind'] == 'cost' and figures.get('table'):
             lines += ['', f'{figures.get("device")}, {figures.get("amp")}, '
                       f'{figures.get("timing")}', '', figures['table']]
+            lines += [f'- FAILED {f[:300]}' for f in figures.get('failed')
+                      or []]
             goals = figures.get('goals')
             if goals:
                 fused = goals['fused']

@@ -92,3 +92,35 @@ def test_device_argument_names_the_problem():
                            match='CUDA is not available here'):
             from vpt_mm.runner import device_arg
             device_arg('cuda:0')
+
+
+def test_benchmark_cost_reports_a_failed_measurement_and_goes_on(
+        tmp_path, monkeypatch):
+    """One variant fails (e.g. out of memory): the others are measured, the
+    table shows "-" for it, cost.json lists it, and the tool exits with an
+    error naming it."""
+    import json
+    import sys
+
+    from tests.test_tools.test_benchmark_cost import write_tiny_vit_config
+    bench = _benchmark_cost()
+
+    def fake(job, in_process=False):
+        if job['method'] == 'deep' and job['fused']:
+            raise RuntimeError('Measurement deep p=2 train failed: OOM')
+        return dict(ms_per_img=1.0, peak_mb=10.0, base_mb=5.0, saved_mb=1.0)
+
+    monkeypatch.setattr(bench, 'run_job', fake)
+    monkeypatch.setattr(sys, 'argv', [
+        'benchmark_cost.py', write_tiny_vit_config(tmp_path),
+        '--num-tokens', '2', '--methods', 'full', 'deep', '--modes', 'train',
+        '--device', 'cpu', '--out-dir', str(tmp_path / 'out')])
+    with pytest.raises(SystemExit, match=r'(?s)1 measurement\(s\) failed .*'
+                       r'deep p=2 train failed: OOM'):
+        bench.main()
+    report = json.loads((tmp_path / 'out' / 'cost.json').read_text())
+    rows = {(r['method'], r['form']): r for r in report['rows']}
+    assert rows[('deep', 'fused')]['train']['ms_per_img'] is None
+    assert 'OOM' in rows[('deep', 'fused')]['errors']['train']
+    assert rows[('deep', 'token')]['train']['ms_per_img'] == 1.0
+    assert len(report['failed']) == 1

@@ -270,17 +270,23 @@ def run_job(job, in_process: bool = False):
     """Measure in a fresh process (clean peak memory), or with
     ``in_process`` in this one (on CUDA, where the allocator's peak is reset
     per job); ``job`` may be a list of jobs to time interleaved."""
+    what = 'interleaved timing' if isinstance(job, list) else (
+        f'{job["method"]} p={job["num_tokens"]} {job["mode"]}')
     if in_process:
         gc.collect()
-        return (measure_interleaved(job)
-                if isinstance(job, list) else measure(job))
+        try:
+            return (measure_interleaved(job)
+                    if isinstance(job, list) else measure(job))
+        except Exception as err:  # e.g. out of memory: the next one runs
+            raise RuntimeError(f'Measurement {what} failed: {err!r}') from err
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     proc = subprocess.run(
         [sys.executable, __file__, '--child', json.dumps(job)],
         capture_output=True,
         text=True)
     if proc.returncode != 0:
-        what = 'interleaved timing' if isinstance(job, list) else (
-            f'{job["method"]} p={job["num_tokens"]} {job["mode"]}')
         raise RuntimeError(f'Measurement {what} failed:\n'
                            f'{proc.stderr[-3000:]}')
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -478,24 +484,39 @@ def main() -> None:
 
     repeats = dict(train=args.repeats, infer=args.infer_repeats)
     results: Dict[tuple, List[dict]] = {}
+    # A measurement that fails (out of memory, a kernel error) is reported
+    # and the others still run; the tool then exits with an error.
+    failed: List[str] = []
     for round_ in range(args.rounds):
         for i, row in enumerate(rows):
             for mode in args.modes:
                 # With --interleave these runs only measure memory.
-                result = run_job(
-                    job(row, mode, 1 if args.interleave else repeats[mode]),
-                    in_process)
+                try:
+                    result = run_job(
+                        job(row, mode,
+                            1 if args.interleave else repeats[mode]),
+                        in_process)
+                except RuntimeError as err:
+                    failed.append(str(err))
+                    row.setdefault('errors', {})[mode] = str(err)[-1000:]
+                    print(err, flush=True)
+                    continue
                 results.setdefault((i, mode), []).append(result)
                 print(f'[{round_ + 1}/{args.rounds}] '
                       f'{TITLES[row["method"]]} p={row["num_tokens"]} '
                       f'{row["form"]} {mode}: '
                       f'{result["ms_per_img"]:.1f} ms/img', flush=True)
     interleaved: Dict[tuple, float] = {}
-    if args.interleave:
+    if args.interleave and not failed:
         for mode in args.modes:
             jobs = [job(row, mode, repeats[mode]) for row in rows]
-            for i, ms in enumerate(run_job(jobs, in_process)):
-                interleaved[(i, mode)] = ms
+            try:
+                for i, ms in enumerate(run_job(jobs, in_process)):
+                    interleaved[(i, mode)] = ms
+            except RuntimeError as err:
+                failed.append(str(err))
+                print(err, flush=True)
+                continue
             print(f'interleaved {mode} timing done', flush=True)
     for i, row in enumerate(rows):
         for mode in ('train', 'infer'):
@@ -523,10 +544,14 @@ def main() -> None:
     if args.out_dir:
         write_json(dict(config=args.config, batch_size=args.batch_size,
                         img_size=size[:2], device=device,
-                        amp=args.amp or 'fp32', timing=timing, rows=rows),
+                        amp=args.amp or 'fp32', timing=timing, rows=rows,
+                        failed=failed),
                    osp.join(args.out_dir, 'cost.json'))
         plot(rows, osp.join(args.out_dir, 'cost.png'))
         print(f'wrote {args.out_dir}/cost.json and cost.png')
+    if failed:
+        raise SystemExit(f'{len(failed)} measurement(s) failed (their rows '
+                         'read "-"):\n' + '\n'.join(f[:500] for f in failed))
 
 
 if __name__ == '__main__':
