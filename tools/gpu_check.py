@@ -25,7 +25,8 @@ default), it runs:
    the cost of SETR-PUP ViT-L at 512, batch 2.
 
 Every step runs in its own process with its own time limit; a failed or
-timed-out step is recorded and the next one runs. It writes
+timed-out step is recorded and the next one runs. The exit status is 0 only
+if every step ran through. It writes
 ``OUT_DIR/report.md``, ``OUT_DIR/report.json`` (GPU name, versions, every
 figure, every step's command, status and time) and ``OUT_DIR/gpu_check.log``
 (every step's output); intermediate files go to ``--work-dir``.
@@ -594,6 +595,11 @@ def main() -> None:
           'gpu_check.log', flush=True)
     if not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
+    incomplete = [f'{s["name"]}: {s["status"]}' for s in report['steps']
+                  if s['status'] != 'ok']
+    if incomplete:  # the reports are written; the exit status says so too
+        raise SystemExit('[gpu_check] not every step ran through: ' +
+                         '; '.join(incomplete))
 
 
 class Preparation(threading.Thread):

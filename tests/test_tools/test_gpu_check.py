@@ -146,7 +146,7 @@ def test_steps_without_time_left_are_reported_not_run(tmp_path):
     rc, log = _script(str(out), '--smoke', '--budget', '5', '--only',
                       'tier_core', 'cost_swin', '--work-dir',
                       str(tmp_path / 'work'))
-    assert rc == 0, log
+    assert rc != 0 and 'not every step ran through: tier_core: not run' in log
     steps = json.loads((out / 'report.json').read_text())['steps']
     assert [(s['name'], s['status']) for s in steps] == [
         ('tier_core', 'not run (out of time)'),
