@@ -36,6 +36,21 @@ def tiny_vit(prompt_cfg=None, **kwargs):
     return PromptedViT(arch=TINY, prompt_cfg=prompt_cfg, **kwargs)
 
 
+def token_and_fused(build, prompt_cfg, **kwargs):
+    """The same random model (seed 0) in token form and in fused form, its
+    prompts drawn at the scale of image tokens; ``build(prompt_cfg,
+    fuse_prompts=..., **kwargs)`` makes one."""
+    torch.manual_seed(0)
+    token = build(prompt_cfg, fuse_prompts=False, **kwargs)
+    fused = build(prompt_cfg, fuse_prompts=True, **kwargs)
+    with torch.no_grad():
+        for name, param in token.named_parameters():
+            if 'prompt' in name:
+                param.normal_()
+    fused.load_state_dict(token.state_dict())
+    return token, fused
+
+
 def perturb_tuned(model, seed, std=0.5):
     """Give a model's trainable tensors random values, as training would;
     returns the model."""

@@ -23,7 +23,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import tiny_vit
+from tests.conftest import tiny_vit, token_and_fused
 from tests.test_backbones.test_prompted_convnets import convnext, resnet
 from tests.test_backbones.test_prompted_swin import tiny_swin
 from tests.test_tools.test_benchmarks import bench  # noqa: F401
@@ -39,14 +39,7 @@ DTYPES = [torch.float16, torch.bfloat16]
 
 def _pair(build, prompt_cfg, **kwargs):
     """The same random model in token and fused form, on DEVICE."""
-    torch.manual_seed(0)
-    token = build(prompt_cfg, fuse_prompts=False, **kwargs)
-    fused = build(prompt_cfg, fuse_prompts=True, **kwargs)
-    with torch.no_grad():  # prompts at the scale of image tokens
-        for name, param in token.named_parameters():
-            if 'prompt' in name:
-                param.normal_()
-    fused.load_state_dict(token.state_dict())
+    token, fused = token_and_fused(build, prompt_cfg, **kwargs)
     return token.to(DEVICE), fused.to(DEVICE)
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 from mmpretrain.models.backbones import SwinTransformer
 
+from tests.conftest import token_and_fused
 from vpt_mm.backbones import PromptedSwin
 from vpt_mm.backbones.swin import prompted_swin_block
 from vpt_mm.prompts import prompt_parameter_names
@@ -273,14 +274,7 @@ def test_prompt_init_bound_from_the_stage_1_width():
 
 def swin_pair(prompt_cfg, **kwargs):
     """The same random model in token form and in fused form."""
-    torch.manual_seed(0)
-    token = tiny_swin(prompt_cfg, fuse_prompts=False, **kwargs)
-    fused = tiny_swin(prompt_cfg, fuse_prompts=True, **kwargs)
-    with torch.no_grad():  # prompts at the scale of image tokens
-        for prompt in token.prompt.values():
-            prompt.embeddings.normal_()
-    fused.load_state_dict(token.state_dict())
-    return token, fused
+    return token_and_fused(tiny_swin, prompt_cfg, **kwargs)
 
 
 def test_which_blocks_are_fused():
