@@ -349,6 +349,15 @@ def frozen_keys(model: nn.Module) -> set:
     return {prefix + k for k in backbone.state_dict() if k not in tuned}
 
 
+def _omitted_keys(model: nn.Module) -> set:
+    """What a small checkpoint leaves out: :func:`frozen_keys`, or nothing
+    if no parameter is frozen (full fine-tuning)."""
+    frozen = frozen_keys(model)
+    if not frozen & {name for name, _ in model.named_parameters()}:
+        return set()
+    return frozen
+
+
 def omit_frozen(model: nn.Module,
                 state: Dict[str, torch.Tensor]) -> Optional[dict]:
     """``state`` (the model's state dict) without the frozen backbone's
@@ -359,8 +368,8 @@ def omit_frozen(model: nn.Module,
     A training checkpoint saved this way holds what trains; loading it
     rebuilds the backbone from the config's pretrained checkpoint and checks
     its fingerprint."""
-    frozen = frozen_keys(model)
-    if not frozen & {name for name, _ in model.named_parameters()}:
+    frozen = _omitted_keys(model)
+    if not frozen:
         return None
     small = OrderedDict((k, v) for k, v in state.items() if k not in frozen)
     metadata = getattr(state, '_metadata', None)
@@ -381,8 +390,8 @@ def state_dict_without_frozen(model: nn.Module) -> Iterator[None]:
     what is kept is copied. Only the model's own ``state_dict`` call is
     affected (its backbone's, e.g. for the fingerprint, is whole).
     """
-    frozen = frozen_keys(model)
-    if not frozen & {name for name, _ in model.named_parameters()}:
+    frozen = _omitted_keys(model)
+    if not frozen:
         yield
         return
 
