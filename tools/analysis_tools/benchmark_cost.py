@@ -278,10 +278,8 @@ def run_job(job, in_process: bool = False):
             return (measure_interleaved(job)
                     if isinstance(job, list) else measure(job))
         except Exception as err:  # e.g. out of memory: the next one runs
+            # (measure() empties the allocator's cache before each job)
             raise RuntimeError(f'Measurement {what} failed: {err!r}') from err
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
     proc = subprocess.run(
         [sys.executable, __file__, '--child', json.dumps(job)],
         capture_output=True,
