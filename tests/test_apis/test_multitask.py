@@ -82,10 +82,10 @@ def test_tasks_that_change_the_backbone_are_refused(models):
 
 def test_deep_tasks_run_fused(models, monkeypatch):
     """A batch of VPT-Deep tasks only: every layer in the fused form."""
-    from vpt_mm.apis import multitask
+    from vpt_mm.backbones import vit
     calls = []
-    real = multitask.fused_layer_forward
-    monkeypatch.setattr(multitask, 'fused_layer_forward',
+    real = vit.fused_layer_forward
+    monkeypatch.setattr(vit, 'fused_layer_forward',
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     server = MultiTaskClassifier(dict(deep4=models['deep4'],
                                       deep1=models['deep1']))
@@ -140,7 +140,8 @@ def swin_task(prompt_cfg, classes, seed, frozen_from=None, **kw):
     model = MODELS.build(dict(
         type='ImageClassifier',
         backbone=dict(type='PromptedSwin', arch=SWIN, img_size=56,
-                      window_size=7, out_indices=(1, ), out_type=out_type,
+                      window_size=7, out_indices=kw.pop('out_indices', (1, )),
+                      out_type=out_type,
                       prompt_cfg=prompt_cfg, **kw),
         neck=None if out_type == 'avg_all' else dict(
             type='GlobalAveragePooling'),
@@ -190,10 +191,10 @@ def test_swin_deep_tasks_run_fused(out_type, fused_blocks, monkeypatch):
     no task reads runs fused, with per-sample prompt K/V and the shorter
     set's padding masked; the last block under avg_all (its prompts are
     pooled) runs in the token form."""
-    from vpt_mm.apis import multitask
+    from vpt_mm.backbones import swin
     calls = []
-    real = multitask.fused_swin_block
-    monkeypatch.setattr(multitask, 'fused_swin_block',
+    real = swin.fused_swin_block
+    monkeypatch.setattr(swin, 'fused_swin_block',
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     a = swin_task(dict(num_tokens=3, deep=True), 3, 0, out_type=out_type)
     b = swin_task(dict(num_tokens=5, deep=True), 4, 1, a, out_type=out_type)
@@ -230,17 +231,95 @@ def test_prefix_tasks_are_refused(backbone):
 
 
 def test_tasks_whose_readout_a_batch_cannot_honour_are_refused(models):
-    """A ViT task reading an earlier layer's [CLS] (out_indices) is refused,
-    not served the last layer's; so is any readout option that differs
-    from the first task's (final_norm here)."""
+    """A ViT task reading an earlier layer's [CLS] (out_indices) is served
+    that layer's [CLS] in a mixed batch, not the last layer's; a readout
+    option that differs from the first task's (out_indices, final_norm) is
+    refused: one forward runs one of them."""
     from vpt_mm.apis import sharing_problem
     base = models['deep4']
     early = task_model(dict(num_tokens=2, deep=True), 3, base,
                        out_indices=(2, ))
-    assert 'out_indices [2]' in sharing_problem(early)
-    with pytest.raises(ValueError, match=r'out_indices \[2\]; multi-task'):
-        MultiTaskClassifier(dict(deep4=base, early=early))
+    early_b = task_model(dict(num_tokens=5, deep=False), 4, base, seed=3,
+                         out_indices=(2, ))
+    assert sharing_problem(early) is None
+    server = MultiTaskClassifier(dict(early=early, early_b=early_b))
+    x = torch.randn(3, 3, 32, 32)
+    scores = server(x, [0, 1, 0])
+    for j, model in enumerate((early, early_b, early)):
+        torch.testing.assert_close(scores[j], single(model, x[j:j + 1])[0],
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r'out_indices=\[2\]'):
+        MultiTaskClassifier(dict(early=early, deep4=base))
     plain = task_model(dict(num_tokens=2, deep=True), 3, base,
                        final_norm=False)
     with pytest.raises(ValueError, match='final_norm=False'):
         MultiTaskClassifier(dict(deep4=base, plain=plain))
+    raw = task_model(dict(num_tokens=2, deep=True), 3, base, out_type='raw')
+    assert "out_type 'raw'" in sharing_problem(raw)
+
+
+def backbone_outputs_match(server, models, x, tasks):
+    """Every ``out_indices`` output of a mixed batch equals each sample's
+    own model's, 1e-5."""
+    feats = server.extract_feat(x, torch.tensor(tasks))
+    for j, t in enumerate(tasks):
+        with torch.no_grad():
+            own = models[t].backbone(x[j:j + 1])
+        assert len(own) == len(feats)
+        for mixed, expected in zip(feats, own):
+            torch.testing.assert_close(mixed[j:j + 1], expected, atol=1e-5,
+                                       rtol=1e-5)
+
+
+VIT_TASKS = [dict(num_tokens=4, deep=True), dict(num_tokens=2, deep=False),
+             dict(num_tokens=7, layers=(2, 3)), dict(num_tokens=1,
+                                                     layers=(1, 4))]
+
+
+@pytest.mark.parametrize('fuse', [True, False])
+@pytest.mark.parametrize('options', [
+    dict(out_type='cls_token', out_indices=(1, 3)),
+    dict(out_type='featmap', out_indices=(2, 3)),
+    dict(out_type='avg_featmap'),
+    dict(out_type='avg_prompt', out_indices=(2, 3)),
+    dict(out_type='avg_all'),
+    dict(out_type='avg_all', final_norm=False),
+    dict(out_type='cls_token', pre_norm=True),
+    dict(out_type='avg_featmap', with_cls_token=False),
+])
+def test_vit_mixed_batch_honours_every_readout(options, fuse):
+    """Each ViT readout option, in a batch of tasks with prompt sets of
+    four lengths and layer ranges: the backbone's outputs for each sample
+    equal its own model's."""
+    tasks = VIT_TASKS
+    if options.get('out_type') == 'avg_prompt':
+        tasks = [t for t in VIT_TASKS if t.get('layers', (1, ))[0] == 1]
+    base = None
+    models = []
+    for seed, cfg in enumerate(tasks):
+        model = task_model(cfg, 3, base, seed=seed, fuse_prompts=fuse,
+                           **options)
+        base = base or model
+        models.append(model)
+    server = MultiTaskClassifier({str(i): m for i, m in enumerate(models)})
+    torch.manual_seed(2)
+    x = torch.randn(7, 3, 32, 32)
+    order = [i % len(models) for i in (0, 1, 2, 3, 2, 1, 0)]
+    backbone_outputs_match(server, models, x, order)
+
+
+@pytest.mark.parametrize('options', [
+    dict(out_type='featmap', out_indices=(0, 1)),
+    dict(out_type='featmap', out_indices=(0, 1), prompt_merging='drop'),
+    dict(out_type='avg_featmap'),
+    dict(out_type='avg_all', prompt_merging='drop'),
+    dict(out_type='featmap', out_indices=(0, 1), out_after_downsample=True),
+])
+def test_swin_mixed_batch_honours_every_readout(options):
+    kw = dict(options)
+    a = swin_task(dict(num_tokens=3, deep=True), 3, 0, **kw)
+    b = swin_task(dict(num_tokens=5, deep=False), 4, 1, a, **kw)
+    c = swin_task(dict(num_tokens=2, layers=(2, 3)), 2, 2, a, **kw)
+    server = MultiTaskClassifier(dict(a=a, b=b, c=c))
+    x = torch.randn(5, 3, 56, 56)
+    backbone_outputs_match(server, (a, b, c), x, [0, 1, 2, 1, 0])

@@ -12,6 +12,7 @@ import torch
 from mmpretrain.models.backbones import ConvNeXt, ResNet
 
 from ..prompts import PaddingPrompt
+from ..prompts.plan import PromptPlan, TaskPrompts
 from ..registry import register_model
 from .frozen import FrozenBackboneMixin
 
@@ -36,9 +37,24 @@ class PaddingPromptMixin(FrozenBackboneMixin):
             **(frame or {}))
         self.init_frozen_backbone(freeze_backbone, trainable)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """Forward images (B, C, H, W); the network sees (H+2p, W+2p)."""
-        return super().forward(self.prompt(x))
+    def task_prompts(self, fuse: Optional[bool] = None) -> TaskPrompts:
+        """This model's frame as one task of a :class:`PromptPlan` (the
+        prompt of layer 0, the input; ``fuse`` does not apply)."""
+        return TaskPrompts({0: (self.prompt, 0)},
+                           num_tokens=self.prompt.num_tokens)
+
+    def forward(self, x: torch.Tensor,
+                plan: Optional[PromptPlan] = None) -> Tuple[torch.Tensor, ...]:
+        """Forward images (B, C, H, W); the network sees (H+2p, W+2p).
+
+        Args:
+            x (torch.Tensor): Images.
+            plan (PromptPlan, optional): Each sample's frame; by default
+                this model's own. :meth:`PromptPlan.empty` runs the frozen
+                ConvNet on the image alone.
+        """
+        plan = plan or PromptPlan.single(self.task_prompts())
+        return super().forward(plan.frame(x))
 
 
 @register_model()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,6 +21,7 @@ from mmpretrain.models.utils import resize_pos_embed
 
 from ..prompts import PromptConfig, VisualPrompt
 from ..prompts.fused import KV, checkpointed, project_heads
+from ..prompts.plan import PromptPlan, TaskPrompts
 from ..registry import register_model
 from ..validation import require_bool, require_str
 from .frozen import FrozenBackboneMixin
@@ -494,16 +495,18 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
             enabled (bool): Fused form where exact (True) or the token form
                 everywhere (False). Defaults to True.
         """
+        self.fuse_prompts = bool(enabled)
+        self.fused_layers = self._fused_layers(enabled)
+
+    def _fused_layers(self, enabled: bool) -> Tuple[int, ...]:
+        """The blocks that run fused with ``fuse_prompts=enabled``."""
         if self.prompt_location == 'prefix':
             # Learnt keys/values have no token form: always "fused".
-            fused = self.prompted_blocks
-        elif enabled:
-            fused = tuple(b for b in self.prompted_blocks
-                          if not self._reads_prompt_outputs(b))
-        else:
-            fused = ()
-        self.fuse_prompts = bool(enabled)
-        self.fused_layers = fused
+            return self.prompted_blocks
+        if not enabled:
+            return ()
+        return tuple(b for b in self.prompted_blocks
+                     if not self._reads_prompt_outputs(b))
 
     def _reads_prompt_outputs(self, block: int) -> bool:
         """Whether anything reads the prompt outputs of global block
@@ -516,8 +519,37 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
         stage_ends = {end - 1 for end in itertools.accumulate(self.depths)}
         return not (block in stage_ends and self.prompt_merging == 'drop')
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """Forward images (B, C, H, W) to the ``out_indices`` feature maps."""
+    def task_prompts(self, fuse: Optional[bool] = None) -> TaskPrompts:
+        """This model's prompts as one task of a :class:`PromptPlan`:
+        block indices over all stages, each with its stage's prompts.
+
+        Args:
+            fuse (bool, optional): Fused form where exact (True) or the
+                token form (False); by default as :meth:`fuse` set it.
+        """
+        layers = {}
+        first = 0
+        for i, stage in enumerate(self.stages):
+            prompt = self.prompt[str(i)] if str(i) in self.prompt else None
+            if prompt is not None:
+                layers.update({first + j: (prompt, j)
+                               for j in prompt.layer_ids})
+            first += len(stage.blocks)
+        num_tokens = next(iter(self.prompt.values())).num_tokens
+        fused = self.fused_layers if fuse is None else \
+            self._fused_layers(fuse)
+        return TaskPrompts(layers, frozenset(fused), num_tokens)
+
+    def forward(self, x: torch.Tensor,
+                plan: Optional[PromptPlan] = None) -> Tuple[torch.Tensor, ...]:
+        """Forward images (B, C, H, W) to the ``out_indices`` outputs.
+
+        Args:
+            x (torch.Tensor): Images.
+            plan (PromptPlan, optional): The prompts of each sample; by
+                default this model's own (:meth:`task_prompts`).
+        """
+        plan = plan or PromptPlan.single(self.task_prompts())
         B = x.shape[0]
         x, hw_shape = self.patch_embed(x)
         if self.use_abs_pos_embed:
@@ -530,58 +562,66 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
         prompts = None
         first = 0
         for i, stage in enumerate(self.stages):
-            prompt = self.prompt[str(i)] if str(i) in self.prompt else None
             for j, block in enumerate(stage.blocks):
-                if first + j in self.fused_layers:
-                    kv = self._prompt_kv(prompt, j, block, x)
+                if plan.is_fused(first + j):
+                    kv, keep = plan.kv(first + j, self._prompt_kv(block, x),
+                                       B)
                     x = checkpointed(block.with_cp, fused_swin_block, block,
-                                     x, hw_shape, kv)
+                                     x, hw_shape, kv, keep)
                     prompts = None  # never read (see _reads_prompt_outputs)
                     continue
-                if prompt is not None and j in prompt.layer_ids:
-                    prompts = prompt.layer_prompts(j, B).expand(
-                        B, -1, -1).to(x.dtype)
+                prompts = plan.replace(first + j, prompts, x)
                 if prompts is None:
                     x = block(x, hw_shape)
                 else:
                     x, prompts = checkpointed(block.with_cp,
                                               prompted_swin_block, block, x,
-                                              hw_shape, prompts)
+                                              hw_shape, prompts,
+                                              plan.key_mask())
             first += len(stage.blocks)
             if stage.downsample is not None and self.out_after_downsample:
                 x, hw_shape, prompts = self._merge(stage, x, hw_shape,
-                                                   prompts)
+                                                   prompts, plan)
             if i in self.out_indices:
-                outs.append(self._output(i, x, hw_shape, prompts))
+                outs.append(self._output(i, x, hw_shape, prompts, plan))
             if stage.downsample is not None and not self.out_after_downsample:
                 x, hw_shape, prompts = self._merge(stage, x, hw_shape,
-                                                   prompts)
+                                                   prompts, plan)
         return tuple(outs)
 
-    def _prompt_kv(self, prompt: VisualPrompt, j: int, block: nn.Module,
-                   x: torch.Tensor) -> KV:
-        """Keys/values of the prompts of a stage's block ``j`` (learnt, for
-        VPT-prefix), computed at every forward."""
+    def _prompt_kv(self, block: nn.Module, x: torch.Tensor
+                   ) -> Callable[[VisualPrompt, int, int], KV]:
+        """How ``block`` makes one prompt module's keys/values (learnt,
+        for VPT-prefix), computed at every forward."""
         heads = block.attn.w_msa.num_heads
-        if prompt.location == 'prefix':
-            k, v = prompt.prefix_kv(j, heads, x.shape[0])
-            return k.to(x.dtype), v.to(x.dtype)
-        prompts = prompt.layer_prompts(j, x.shape[0]).to(x.dtype)
-        return swin_prompt_kv(block, prompts)
+
+        def kv_of(prompt: VisualPrompt, j: int, batch_size: int) -> KV:
+            if prompt.location == 'prefix':
+                k, v = prompt.prefix_kv(j, heads, batch_size)
+                return k.to(x.dtype), v.to(x.dtype)
+            prompts = prompt.layer_prompts(j, batch_size).to(x.dtype)
+            return swin_prompt_kv(block, prompts)
+
+        return kv_of
 
     def _merge(self, stage: nn.Module, x: torch.Tensor,
-               hw_shape: Sequence[int], prompts: Optional[torch.Tensor]
+               hw_shape: Sequence[int], prompts: Optional[torch.Tensor],
+               plan: PromptPlan
                ) -> Tuple[torch.Tensor, Sequence[int], Optional[torch.Tensor]]:
         """Patch merging of the image tokens; the prompts are carried
         (:func:`merge_prompts`) or dropped, by ``prompt_merging``."""
         if prompts is not None:
-            prompts = merge_prompts(stage.downsample, prompts) if \
-                self.prompt_merging == 'carry' else None
+            if self.prompt_merging == 'carry':
+                prompts = merge_prompts(stage.downsample, prompts)
+            else:
+                prompts = None
+                plan.drop()
         x, hw_shape = stage.downsample(x, hw_shape)
         return x, hw_shape, prompts
 
     def _output(self, i: int, x: torch.Tensor, hw_shape: Sequence[int],
-                prompts: Optional[torch.Tensor]) -> torch.Tensor:
+                prompts: Optional[torch.Tensor],
+                plan: PromptPlan) -> torch.Tensor:
         """Stage ``i``'s output: a normalised feature map, or the mean of
         the normalised tokens (``avg_all``: prompts included)."""
         norm = getattr(self, f'norm{i}')
@@ -591,5 +631,5 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                             self.num_features[i]).permute(0, 3,
                                                           1, 2).contiguous()
         if self.out_type == 'avg_all' and prompts is not None:
-            x = torch.cat([prompts, x], dim=1)
+            return plan.mean(norm(prompts), norm(x))
         return norm(x).mean(dim=1)

@@ -4,19 +4,23 @@ Visual Prompt Tuning (Jia et al., ECCV 2022, arXiv 2203.12119).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
 from ..prompts import VisualPrompt
 from ..prompts.fused import (
+    KV,
     check_fusable,
     checkpointed,
     fused_layer_forward,
+    masked_layer_forward,
     prompt_kv,
 )
+from ..prompts.plan import PromptPlan, TaskPrompts
 from ..registry import register_model
 from ..validation import require_bool
 from .frozen import FrozenBackboneMixin
@@ -157,14 +161,18 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             enabled (bool): Fused form where exact (True) or the token form
                 everywhere (False). Defaults to True.
         """
-        fused = self._fusable_layers() if enabled else ()
-        if self.prompt.location == 'prefix':
-            # Learnt keys/values have no token form: always "fused".
-            fused = tuple(self.prompt.layer_ids)
+        fused = self._fused_layers(enabled)
         for i in fused:
             check_fusable(self.layers[i])
         self.fuse_prompts = bool(enabled)
         self.fused_layers = fused
+
+    def _fused_layers(self, enabled: bool) -> Tuple[int, ...]:
+        """The layers that run fused with ``fuse_prompts=enabled``."""
+        if self.prompt.location == 'prefix':
+            # Learnt keys/values have no token form: always "fused".
+            return tuple(self.prompt.layer_ids)
+        return self._fusable_layers() if enabled else ()
 
     def _fusable_layers(self) -> Tuple[int, ...]:
         """Layers whose prompts are replaced at the input and whose prompt
@@ -181,25 +189,52 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             fused.append(i)
         return tuple(fused)
 
-    def _prompt_kv(self, i: int, batch_size: int, x: torch.Tensor):
-        """Keys/values of layer ``i``'s prompts (learnt, for VPT-prefix),
-        computed at every forward: once for the batch, or per sample under
-        per-sample prompt dropout."""
-        if self.prompt.location == 'prefix':
-            k, v = self.prompt.prefix_kv(i, self.layers[i].attn.num_heads,
-                                         batch_size)
-            return k.to(x.dtype), v.to(x.dtype)
-        prompts = self.prompt.layer_prompts(i, batch_size,
-                                            self._embed_pixels)
-        return prompt_kv(self.layers[i], prompts.to(x.dtype))
+    def task_prompts(self, fuse: Optional[bool] = None) -> TaskPrompts:
+        """This model's prompts as one task of a :class:`PromptPlan`.
+
+        Args:
+            fuse (bool, optional): Fused form where exact (True) or the
+                token form (False); by default as :meth:`fuse` set it.
+        """
+        fused = self.fused_layers if fuse is None else \
+            self._fused_layers(fuse)
+        return TaskPrompts({i: (self.prompt, i)
+                            for i in self.prompt.layer_ids},
+                           frozenset(fused), self.prompt.num_tokens)
+
+    def _prompt_kv(self, i: int, x: torch.Tensor
+                   ) -> Callable[[VisualPrompt, int, int], KV]:
+        """How layer ``i`` makes one prompt module's keys/values (learnt,
+        for VPT-prefix), computed at every forward: once for the batch, or
+        per sample under per-sample prompt dropout."""
+        layer = self.layers[i]
+
+        def kv_of(prompt: VisualPrompt, local: int, batch_size: int) -> KV:
+            if prompt.location == 'prefix':
+                k, v = prompt.prefix_kv(local, layer.attn.num_heads,
+                                        batch_size)
+                return k.to(x.dtype), v.to(x.dtype)
+            prompts = prompt.layer_prompts(local, batch_size,
+                                           self._embed_pixels)
+            return prompt_kv(layer, prompts.to(x.dtype))
+
+        return kv_of
 
     def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embed pixel-space prompt patches with the frozen projection."""
         tokens, _ = self.patch_embed(pixels)
         return tokens[:, 0]
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """Forward images (B, C, H, W) to the features of ``out_indices``."""
+    def forward(self, x: torch.Tensor,
+                plan: Optional[PromptPlan] = None) -> Tuple[torch.Tensor, ...]:
+        """Forward images (B, C, H, W) to the features of ``out_indices``.
+
+        Args:
+            x (torch.Tensor): Images.
+            plan (PromptPlan, optional): The prompts of each sample; by
+                default this model's own (:meth:`task_prompts`).
+        """
+        plan = plan or PromptPlan.single(self.task_prompts())
         B = x.shape[0]
         x, patch_resolution = self.patch_embed(x)
         if self.prompt.location == 'concat-channel':
@@ -221,26 +256,37 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
         outs = []
         n = self.num_extra_tokens
         for i, layer in enumerate(self.layers):
-            if i in self.fused_layers:
-                x = self.prompt.strip(x, n, patch_resolution)
-                kv = self._prompt_kv(i, B, x)
+            if plan.is_fused(i):
+                x = plan.strip(x, n, patch_resolution)
+                kv, keep = plan.kv(i, self._prompt_kv(i, x), B)
+                if keep is not None:  # padding: prompts first, then x
+                    keep = F.pad(keep, (0, x.shape[1]), value=True)
                 x = checkpointed(self.with_cp, fused_layer_forward, layer,
-                                 x, kv)
+                                 x, kv, keep)
             else:
-                x = self.prompt.insert(
+                x = plan.insert(
                     x, i, n, hw=patch_resolution, embed=self._embed_pixels)
-                x = checkpointed(self.with_cp, layer, x)
+                keep = plan.key_mask()
+                if keep is None:
+                    x = checkpointed(self.with_cp, layer, x)
+                else:
+                    keep = F.pad(F.pad(keep, (n, 0), value=True),
+                                 (0, x.shape[1] - n - keep.shape[1]),
+                                 value=True)
+                    x = checkpointed(self.with_cp, masked_layer_forward,
+                                     layer, x, keep)
 
             if i == len(self.layers) - 1 and self.final_norm:
                 x = self.ln1(x)
 
             if i in self.out_indices:
-                outs.append(self._format_output(x, patch_resolution))
+                outs.append(self._format_output(x, patch_resolution, plan))
 
         return tuple(outs)
 
-    def _format_output(self, x: torch.Tensor,
-                       hw: Sequence[int]) -> torch.Tensor:
+    def _format_output(self, x: torch.Tensor, hw: Sequence[int],
+                       plan: PromptPlan) -> torch.Tensor:
+        """One ``out_indices`` output of the layer output ``x``."""
         if self.out_type == 'raw':
             return x
         if self.out_type == 'cls_token':
@@ -253,6 +299,8 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
         if self.out_type == 'avg_featmap':
             return patches.mean(dim=1)
         if self.out_type == 'avg_prompt':
-            return prompts.mean(dim=1)
+            return plan.mean(prompts)
         # 'avg_all'
-        return x[:, self.num_extra_tokens:].mean(dim=1)
+        if plan.key_mask() is None:
+            return x[:, self.num_extra_tokens:].mean(dim=1)
+        return plan.mean(prompts, patches)

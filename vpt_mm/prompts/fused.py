@@ -133,6 +133,35 @@ def fused_layer_forward(layer: nn.Module,
     return layer.ffn(layer.ln2(x), identity=x)
 
 
+def masked_layer_forward(layer: nn.Module, x: torch.Tensor,
+                         keep: torch.Tensor) -> torch.Tensor:
+    """An mmpretrain ``TransformerEncoderLayer`` whose attention ignores the
+    keys at ``keep == False`` (the token form of a batch whose samples hold
+    prompt sets of different lengths, padded).
+
+    Args:
+        layer (nn.Module): The layer (``ln1``, ``attn.qkv``, ``attn.proj``,
+            ``ffn``, ``ln2``).
+        x (torch.Tensor): (B, L, d) tokens.
+        keep (torch.Tensor): (B, L) bool, the keys each sample attends to.
+
+    Returns:
+        torch.Tensor: (B, L, d).
+    """
+    attn = layer.attn
+    B, L, C = x.shape
+    qkv = attn.qkv(layer.ln1(x)).reshape(B, L, 3, attn.num_heads,
+                                         attn.head_dims).permute(2, 0, 3, 1,
+                                                                 4)
+    drop = attn.attn_drop if attn.training else 0.0
+    out = F.scaled_dot_product_attention(
+        qkv[0], qkv[1], qkv[2], attn_mask=keep[:, None, None, :],
+        dropout_p=drop)
+    out = out.transpose(1, 2).reshape(B, L, attn.embed_dims)
+    x = x + attn.out_drop(attn.gamma1(attn.proj_drop(attn.proj(out))))
+    return layer.ffn(layer.ln2(x), identity=x)
+
+
 def checkpointed(enabled: bool, fn: Callable, *args: Any) -> Any:
     """``fn(*args)``, through activation checkpointing (non-reentrant) when
     ``enabled`` and gradients flow through a tensor argument (tuples of
