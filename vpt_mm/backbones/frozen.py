@@ -13,9 +13,8 @@ from ..checkpoints import (
     guard_whole_model,
     load_pretrained_backbone,
 )
-from ..prompts import PromptModule
+from ..freeze import set_frozen_modes, set_trainable
 from ..registry import register_model
-from ..tuning.protocols import set_trainable
 from ..validation import require_bool, require_str_list
 
 
@@ -39,9 +38,10 @@ class FrozenBackboneMixin:
     - :meth:`init_frozen_backbone` sets ``requires_grad=False`` on every
       parameter outside the prompt modules (once; protocols that train
       more, e.g. VPT + Bias, may switch parameters back on afterwards).
-    - :meth:`train` puts every module but the prompts back in eval mode,
-      so ``model.train()`` never re-enables the backbone's dropout,
-      drop-path or normalisation statistics.
+    - :meth:`train` keeps the frozen parts in eval mode
+      (:func:`vpt_mm.freeze.set_frozen_modes`), so ``model.train()`` never
+      re-enables a frozen layer's dropout, drop-path or normalisation
+      statistics.
     - :meth:`init_weights` loads ``init_cfg=dict(type='Pretrained', ...)``
       strictly: only prompt keys may be missing.
     - A tuned-only ``.safetensors`` file loaded by a generic mmengine loader
@@ -86,15 +86,10 @@ class FrozenBackboneMixin:
         check_tuned_source(self, state_dict, prefix, local_metadata)
 
     def train(self, mode: bool = True):
-        """Set train mode on the prompts only when the backbone is frozen."""
+        """Train mode, with the frozen parts in eval mode
+        (:func:`vpt_mm.freeze.set_frozen_modes`)."""
         super().train(mode)
-        if self.freeze_backbone:
-            for module in self.modules():
-                if module is not self:
-                    module.training = False
-            for module in self.modules():
-                if isinstance(module, PromptModule):
-                    module.train(mode)
+        set_frozen_modes(self)
         return self
 
     def unused_pretrained_keys(self, keys: Sequence[str]) -> list:

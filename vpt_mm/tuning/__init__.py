@@ -1,4 +1,5 @@
 """Tuning protocols: which parameters train, and the parameter accounting."""
+from ..freeze import set_frozen_modes, set_trainable
 from .accounting import (
     ParamCount,
     checkpoint_sizes,
@@ -13,8 +14,6 @@ from .protocols import (
     PROTOCOLS,
     Protocol,
     backbone_patterns,
-    set_frozen_modes,
-    set_trainable,
 )
 
 __all__ = [

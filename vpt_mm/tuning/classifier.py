@@ -7,19 +7,19 @@ import torch
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
 
+from ..backbones.frozen import FrozenBackboneMixin
 from ..checkpoints import (
     check_tuned_source,
     frozen_fingerprint,
     guard_whole_model,
     load_pretrained_backbone,
 )
+from ..freeze import set_frozen_modes, set_trainable
 from ..registry import PRETRAIN_MODELS
 from .modules import MlpClsHead, SideNetwork, add_adapters
 from .protocols import (
     Protocol,
     backbone_patterns,
-    set_frozen_modes,
-    set_trainable,
     transformer_blocks,
 )
 
@@ -71,7 +71,6 @@ class TunedClassifier(ImageClassifier):
         self._feature_cache: Dict[int, torch.Tensor] = {}
         #: Fingerprint of the frozen backbone the cached features came from.
         self._cache_fingerprint: Optional[str] = None
-        from ..backbones.frozen import FrozenBackboneMixin
         if not isinstance(self.backbone, FrozenBackboneMixin):
             # The prompted/frozen backbones register this themselves.
             self.backbone._register_load_state_dict_pre_hook(
@@ -87,7 +86,6 @@ class TunedClassifier(ImageClassifier):
     def _plain_pretrained(self) -> Optional[dict]:
         """The ``Pretrained`` init_cfg of a backbone that is not one of
         vpt_mm's (which load strictly themselves), else None."""
-        from ..backbones.frozen import FrozenBackboneMixin
         init_cfg = getattr(self.backbone, 'init_cfg', None)
         if (isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
                 and not isinstance(self.backbone, FrozenBackboneMixin)):

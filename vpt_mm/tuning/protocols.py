@@ -2,8 +2,9 @@
 
 This module is the one place that decides what trains. A protocol is
 chosen with ``tuning=dict(type=...)`` on a :class:`TunedClassifier`
-(``vpt_mm/tuning/classifier.py``); the prompted backbones freeze themselves
-through :func:`set_trainable` as well.
+(``vpt_mm/tuning/classifier.py``). How a protocol's choice is applied
+(``requires_grad``, train/eval modes) is :mod:`vpt_mm.freeze`, shared with
+the prompted backbones.
 
 ========== ============================================================
 ``type``   trains (besides the head, always)
@@ -24,12 +25,10 @@ VPT+Bias   the prompts and every bias term
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch.nn as nn
-from mmengine.utils.dl_utils.parrots_wrapper import _BatchNorm
 from mmpretrain.models.backbones import (
     ConvNeXt,
     ResNet,
@@ -37,7 +36,7 @@ from mmpretrain.models.backbones import (
     VisionTransformer,
 )
 
-from ..prompts import AddedModule, PromptModule
+from ..prompts import PromptModule
 from ..validation import require_bool, require_int
 
 #: Every bias term (BitFit).
@@ -153,57 +152,6 @@ def partial_patterns(backbone: nn.Module, k: int) -> List[str]:
         return patterns
     raise ValueError('Partial-k tunes the last transformer blocks; it is not '
                      f'defined for {type(backbone).__name__}')
-
-
-def set_trainable(module: nn.Module, patterns: Sequence[str] = ()) -> None:
-    """Decide ``requires_grad`` of every parameter of a backbone.
-
-    Parameters of added modules (prompts, adapters) train unless the module
-    is frozen (``prompt_cfg.frozen``); a pretrained parameter trains iff its
-    name matches one of ``patterns`` (``re.search``).
-
-    Raises:
-        ValueError: If a pattern matches no pretrained parameter.
-    """
-    added = {}
-    for mod_name, sub in module.named_modules():
-        if isinstance(sub, AddedModule):
-            prefix = f'{mod_name}.' if mod_name else ''
-            frozen = bool(getattr(getattr(sub, 'cfg', None), 'frozen', False))
-            for name, _ in sub.named_parameters():
-                added[prefix + name] = not frozen
-    names = [n for n, _ in module.named_parameters() if n not in added]
-    for pattern in patterns:
-        if not any(re.search(pattern, n) for n in names):
-            raise ValueError(f'trainable pattern {pattern!r} matches no '
-                             f'parameter of {type(module).__name__}')
-    for name, param in module.named_parameters():
-        if name in added:
-            param.requires_grad = added[name]
-        else:
-            param.requires_grad = any(re.search(p, name) for p in patterns)
-
-
-def set_frozen_modes(module: nn.Module) -> None:
-    """Put frozen parts in eval mode after ``module.train()``.
-
-    A submodule whose parameters are all frozen goes to eval mode (with its
-    whole subtree: no dropout, drop-path or statistics updates), and so does
-    every BatchNorm whose weight is frozen (Bias tunes its bias but keeps
-    its statistics). Prompt modules keep the caller's mode (prompt dropout).
-    """
-    mode = module.training
-    for sub in module.modules():
-        params = list(sub.parameters())
-        if params and not any(p.requires_grad for p in params):
-            sub.eval()
-    for sub in module.modules():
-        if isinstance(sub, _BatchNorm) and (sub.weight is None
-                                            or not sub.weight.requires_grad):
-            sub.eval()
-    for sub in module.modules():
-        if isinstance(sub, PromptModule):
-            sub.train(mode)
 
 
 def backbone_patterns(protocol: Protocol, backbone: nn.Module) -> List[str]:
