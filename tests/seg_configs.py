@@ -81,7 +81,7 @@ def build_seg_model(config_path: str):
     from mmengine.model.utils import revert_sync_batchnorm
     from mmengine.registry import MODELS
 
-    from vpt_mm.runner import config_from_file
+    from vpt_mm.config import config_from_file
     cfg = config_from_file(config_path)
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     model.init_weights()

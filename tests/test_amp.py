@@ -5,8 +5,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
 from tests.conftest import tiny_vit
-from vpt_mm.amp import CPUAmpOptimWrapper
-from vpt_mm.runner import enable_amp
+from vpt_mm.amp import CPUAmpOptimWrapper, enable_amp
 
 
 def test_enable_amp_on_cpu():

@@ -268,7 +268,7 @@ def test_pretrained_file_with_prompts_is_refused(tmp_path, pretrained):
 @pytest.mark.parametrize('written, ok', [(None, True), (6, True),
                                          (10, False)])
 def test_num_classes_next_to_a_task_is_an_error(tmp_path, written, ok):
-    from vpt_mm.runner import check_num_classes_in_file
+    from vpt_mm.config import check_num_classes_in_file
     base = os.path.abspath('configs/vtab/vpt_deep_vit-b.py')
     text = f"_base_ = ['{base}']\ntask = 'dmlab'\n"
     if written is not None:

@@ -135,7 +135,7 @@ def _amp_wrapper(model, dtype: str):
     from mmengine.config import Config
     from mmengine.registry import OPTIM_WRAPPERS
 
-    from vpt_mm.runner import enable_amp
+    from vpt_mm.amp import enable_amp
     cfg = Config(dict(optim_wrapper=dict(
         optimizer=dict(type='SGD', lr=0.1, momentum=0.9))))
     enable_amp(cfg, dtype if ON_GPU else 'bfloat16')
@@ -210,7 +210,7 @@ def test_amp_training_step_setr(tmp_path, dtype):
     from mmseg.structures import SegDataSample
 
     from tests.seg_configs import write_seg_config
-    from vpt_mm.runner import config_from_file
+    from vpt_mm.config import config_from_file
     path = write_seg_config(str(tmp_path / 'seg.py'), 'vpt_deep',
                             str(tmp_path / 'absent.pth'), str(tmp_path))
     cfg = config_from_file(path).model.to_dict()

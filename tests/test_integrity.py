@@ -307,7 +307,7 @@ def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch,
     import json as json_module
     import os
 
-    from vpt_mm.integrity import atomic_file
+    from vpt_mm.fileio import atomic_file
     path = str(tmp_path / ('bars.png' if writer == 'figure' else
                            f'out.{writer}'))
     with open(path, 'w') as f:
@@ -318,7 +318,7 @@ def test_an_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch,
         raise KeyboardInterrupt
 
     if writer == 'write_json':
-        from vpt_mm.runner import write_json
+        from vpt_mm.fileio import write_json
         monkeypatch.setattr(json_module, 'dumps', _interrupted)
         call = lambda: write_json({'a': 1}, path)  # noqa: E731
     elif writer == 'tuned':

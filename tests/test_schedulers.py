@@ -96,7 +96,7 @@ def _groups(config, **backbone):
     from mmpretrain.registry import MODELS
 
     from tests.conftest import TINY
-    from vpt_mm.runner import config_from_file
+    from vpt_mm.config import config_from_file
     repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
     cfg = config_from_file(osp.join(repo, config))
     cfg.model.backbone.update(arch=TINY, img_size=32, patch_size=8,
@@ -134,7 +134,7 @@ def test_full_recipe_adamw_without_decay_on_biases_and_norms():
 def test_sweep_grids_of_the_official_scripts():
     import os.path as osp
 
-    from vpt_mm.runner import config_from_file
+    from vpt_mm.config import config_from_file
     repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
     def cfg(path):

@@ -15,7 +15,7 @@ from tests.seg_configs import (
 )
 from vpt_mm import load_tuned, save_tuned
 from vpt_mm.backbones import PromptedViT
-from vpt_mm.runner import config_from_file
+from vpt_mm.config import config_from_file
 
 
 @pytest.fixture(scope='module')

@@ -104,7 +104,7 @@ def main() -> None:
         results.setdefault(method, []).append(acc)
     lines = table(results)
     os.makedirs(OUT, exist_ok=True)
-    from vpt_mm.integrity import atomic_write_text
+    from vpt_mm.fileio import atomic_write_text
     atomic_write_text(osp.join(OUT, 'table1.md'), '\n'.join(lines) + '\n')
     from vpt_mm.evaluation.figures import plot_bars
     plot_bars([dict(name=m, mean=float(np.mean(a)),

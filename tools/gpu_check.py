@@ -660,7 +660,7 @@ def run_ttr(scale: str, work: str, limit: float, log, entry: dict,
 
 
 def write_reports(report: dict, out_dir: str) -> None:
-    from vpt_mm.integrity import atomic_write_text
+    from vpt_mm.fileio import atomic_write_text
     atomic_write_text(osp.join(out_dir, 'report.json'),
                       json.dumps(report, indent=1, default=str))
     atomic_write_text(osp.join(out_dir, 'report.md'), markdown(report))

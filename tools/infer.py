@@ -20,12 +20,9 @@ import os.path as osp
 import sys
 
 from vpt_mm.apis import VPTInferencer, parse_task_args
-from vpt_mm.runner import (
-    add_config_args,
-    add_device_arg,
-    config_from_args,
-    write_json,
-)
+from vpt_mm.config import add_config_args, config_from_args
+from vpt_mm.devices import add_device_arg
+from vpt_mm.fileio import write_json
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 

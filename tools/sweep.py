@@ -24,12 +24,12 @@ import os.path as osp
 import shlex
 import sys
 
-from vpt_mm.datasets import get_task, tasks_of
-from vpt_mm.runner import (
+from vpt_mm.config import (
     benchmark_dataset,
     config_from_file,
     parse_cfg_options,
 )
+from vpt_mm.datasets import get_task, tasks_of
 from vpt_mm.sweep import (
     VPT_LRS,
     WEIGHT_DECAYS,

@@ -7,15 +7,11 @@ Examples:
 import argparse
 import os.path as osp
 
-from vpt_mm.runner import (
-    add_common_args,
-    build_runner,
-    enable_amp,
-    load_config,
-    setup_distributed,
-    teardown_distributed,
-    write_json,
-)
+from vpt_mm.amp import enable_amp
+from vpt_mm.config import add_common_args, load_config
+from vpt_mm.dist import setup_distributed, teardown_distributed
+from vpt_mm.engine import build_runner
+from vpt_mm.fileio import write_json
 
 
 def parse_args() -> argparse.Namespace:

@@ -8,9 +8,10 @@ master weights in both: autocast only changes the dtype of the operations.
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
+from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 
@@ -38,3 +39,32 @@ class CPUAmpOptimWrapper(AmpOptimWrapper):
         self._scale_update_param = None
         self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)
         self.cast_dtype = torch.bfloat16
+
+
+def enable_amp(cfg: Config, dtype: Optional[str] = None) -> None:
+    """Switch the optimizer wrapper to mixed precision.
+
+    On CUDA this is mmengine's ``AmpOptimWrapper`` (float16 by default,
+    ``dtype='bfloat16'`` possible); without a GPU it is
+    :class:`~vpt_mm.amp.CPUAmpOptimWrapper` (bfloat16 only). Parameters stay
+    float32 in both.
+
+    Args:
+        cfg (Config): The config, changed in place.
+        dtype (str, optional): ``'float16'`` or ``'bfloat16'``.
+    """
+    wrapper = cfg.optim_wrapper
+    if wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper',
+                                               'CPUAmpOptimWrapper'):
+        return
+    if torch.cuda.is_available():
+        wrapper.type = 'AmpOptimWrapper'
+        wrapper.setdefault('loss_scale', 'dynamic')
+    else:
+        if dtype not in (None, 'bfloat16'):
+            raise ValueError(f'--amp-dtype {dtype} needs CUDA; on CPU use '
+                             'bfloat16')
+        wrapper.type = 'CPUAmpOptimWrapper'
+        dtype = 'bfloat16'
+    if dtype is not None:
+        wrapper.dtype = dtype

@@ -27,7 +27,8 @@ from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .integrity import atomic_save, backbone_fingerprint, check_finite, digest
+from .fileio import atomic_save
+from .integrity import backbone_fingerprint, check_finite, digest
 from .prompts import (
     PromptModule,
     added_parameter_names,

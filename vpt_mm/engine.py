@@ -30,6 +30,7 @@ import os.path as osp
 import re
 from typing import Callable, Optional, Union
 
+from mmengine.config import Config
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
 from torch.optim import Optimizer
@@ -43,14 +44,15 @@ from .checkpoints import (
     state_dict_without_frozen,
     task_of,
 )
-from .integrity import set_rng_state
-from .registry import RUNNERS
-from .runner import (
+from .config import (
     apply_task,
     check_cached_features,
     check_num_classes_in_file,
     random_transforms,
 )
+from .devices import deterministic_cuda_env
+from .integrity import set_rng_state
+from .registry import RUNNERS
 
 #: mmengine's own default hook names (None removes them).
 MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger',
@@ -142,7 +144,7 @@ class VPTRunner(Runner):
     @classmethod
     def from_cfg(cls, cfg) -> 'VPTRunner':
         """mmengine's, with the config's ``task`` and ``data_root`` applied
-        first (:func:`~vpt_mm.runner.apply_task`), so mmpretrain's and
+        first (:func:`~vpt_mm.config.apply_task`), so mmpretrain's and
         mmseg's own ``tools/train.py`` (and ``mim train``) select the task
         and the data as vpt_mm's tools do: ``--cfg-options task=eurosat
         data_root=DIR`` sets every benchmark dataset and the head's
@@ -327,3 +329,14 @@ class VPTRunner(Runner):
                 'draws other augmentations than the uninterrupted one. Set '
                 'train_dataloader.persistent_workers=False for an exact '
                 'resume.')
+
+
+def build_runner(cfg: Config):
+    """The runner of vpt_mm's tools: the config's ``runner_type`` if it
+    names one, else :class:`~vpt_mm.engine.VPTRunner` (strict, verified
+    loading and exact resume)."""
+    from mmengine.registry import RUNNERS
+    deterministic_cuda_env(cfg)
+    if cfg.get('runner_type', None) is not None:
+        return RUNNERS.build(cfg)
+    return VPTRunner.from_cfg(cfg)

@@ -10,14 +10,9 @@ import torch
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 
-from .integrity import (
-    atomic_replace,
-    atomic_write_text,
-    rng_state,
-    set_rng_state,
-)
+from .fileio import atomic_replace, atomic_write_text, write_json
+from .integrity import rng_state, set_rng_state
 from .registry import ENGINE_HOOKS, HOOKS
-from .runner import write_json
 from .validation import require_bool
 
 #: Written to a work dir by :class:`NonFiniteLossHook` when a run diverges.

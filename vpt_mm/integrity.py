@@ -1,5 +1,5 @@
-"""What makes a number trustworthy: checksums, backbone fingerprints, RNG
-state and atomic files.
+"""What makes a number trustworthy: checksums, backbone fingerprints and RNG
+state (files are written atomically by :mod:`vpt_mm.fileio`).
 
 - :func:`digest` is the sha256 of a nested structure of tensors, numbers and
   strings (a state dict, an optimizer state). Checkpoints and tuned-only
@@ -14,19 +14,13 @@ state and atomic files.
 - :func:`rng_state` / :func:`set_rng_state` capture and restore every random
   number generator a training step draws from (python, numpy, torch, CUDA),
   so a resumed run continues the uninterrupted one bit for bit.
-- :func:`atomic_file` / :func:`atomic_save` write any file so that it is
-  complete or absent (its previous version kept until then): every file
-  vpt_mm writes goes through them.
 """
 from __future__ import annotations
 
 import hashlib
-import os
-import os.path as osp
 import random
 import warnings
-from contextlib import contextmanager
-from typing import IO, Any, Callable, Dict, Iterable, Iterator, Mapping
+from typing import Any, Dict, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -35,8 +29,7 @@ import torch.nn as nn
 __all__ = [
     'digest', 'file_sha256', 'backbone_fingerprint', 'check_finite',
     'rng_state',
-    'set_rng_state', 'atomic_file', 'atomic_save', 'atomic_write_text',
-    'atomic_replace'
+    'set_rng_state'
 ]
 
 
@@ -194,61 +187,3 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
             stacklevel=2)
 
 
-@contextmanager
-def atomic_file(path: str, mode: str = 'w', **kwargs) -> Iterator[IO]:
-    """Open a file that appears at ``path`` only once it is complete.
-
-    What is written goes to a temporary file next to ``path`` (named after
-    this process, so concurrent writers never share one), which is flushed,
-    fsynced and renamed onto ``path`` when the block ends; if the block
-    raises (or the process is killed), ``path`` keeps its previous version
-    and the temporary file is removed (or left, never read). This is the
-    one writer of every file vpt_mm writes.
-
-    Args:
-        path (str): The file.
-        mode (str): ``'w'`` or ``'wb'``.
-        **kwargs: More arguments of :func:`open` (``newline``, ...).
-    """
-    with _replacing(path) as tmp, open(tmp, mode, **kwargs) as f:
-        yield f
-
-
-def atomic_save(path: str, save: Callable[[str], Any]) -> None:
-    """Write ``path`` with a function that writes to a path it is given
-    (``torch.save``, safetensors' ``save_file``, ``fig.savefig``), atomically
-    as :func:`atomic_file`: ``save`` writes a temporary file, which is then
-    fsynced and renamed onto ``path``."""
-    with _replacing(path) as tmp:
-        save(tmp)
-
-
-@contextmanager
-def _replacing(path: str) -> Iterator[str]:
-    """A temporary path next to ``path`` (named after this process), made
-    to replace ``path`` (fsync, rename) when the block ends without error;
-    removed in any case."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    try:
-        yield tmp
-        atomic_replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (:func:`atomic_file`)."""
-    with atomic_file(path) as f:
-        f.write(text)
-
-
-def atomic_replace(tmp: str, path: str) -> None:
-    """Make the complete file ``tmp`` appear as ``path`` (fsync, rename)."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

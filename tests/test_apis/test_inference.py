@@ -7,7 +7,7 @@ from tests.conftest import perturb_tuned
 from tests.test_tools.test_train import write_config
 from vpt_mm.apis import VPTInferencer, load_task_model, parse_task_args
 from vpt_mm.checkpoints import save_tuned
-from vpt_mm.runner import config_from_file
+from vpt_mm.config import config_from_file
 
 CLASSES = ['5', '6', '7', '8', '9']
 

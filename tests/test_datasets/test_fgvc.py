@@ -176,7 +176,7 @@ def test_eval_pipeline_is_the_official_one(tmp_path):
     from mmcv.transforms import Compose
     from PIL import Image
 
-    from vpt_mm.runner import config_from_file
+    from vpt_mm.config import config_from_file
     cfg = config_from_file(osp.join(osp.dirname(__file__), '..', '..',
                                     'configs/fgvc/vpt_deep_vit-b.py'))
     rng = np.random.RandomState(0)

@@ -71,7 +71,7 @@ def test_random_pipelines_are_refused(vtab_root):
 def test_config_with_the_wrapper_selects_the_task(vtab_root, tmp_path):
     """--task and data_root reach the wrapped dataset."""
     from tests.test_tools.test_train import REPO
-    from vpt_mm.runner import resolve_config
+    from vpt_mm.config import resolve_config
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(f"""
 _base_ = ['{REPO}/configs/vtab/vpt_deep_vit-b.py']

@@ -11,8 +11,8 @@ from mmpretrain.registry import MODELS
 
 from tests.test_tools.test_train import REPO, run
 from vpt_mm.checkpoints import frozen_fingerprint
+from vpt_mm.config import config_from_file
 from vpt_mm.datasets.synthetic import make_vtab_task
-from vpt_mm.runner import config_from_file
 
 pytestmark = pytest.mark.slow
 

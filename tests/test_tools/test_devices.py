@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from tests.test_tools.test_train import REPO, load_tool
-from vpt_mm.runner import add_device_arg, config_from_file
+from vpt_mm.config import config_from_file
+from vpt_mm.devices import add_device_arg
 
 TINY_VIT = dict(
     _delete_=True, embed_dims=32, num_layers=2, num_heads=2,
@@ -90,7 +91,7 @@ def test_device_argument_names_the_problem():
     if not torch.cuda.is_available():
         with pytest.raises(argparse.ArgumentTypeError,
                            match='CUDA is not available here'):
-            from vpt_mm.runner import device_arg
+            from vpt_mm.devices import device_arg
             device_arg('cuda:0')
 
 

@@ -13,7 +13,7 @@ from tests.conftest import perturb_tuned
 from tests.test_tools.test_benchmarks import bench  # noqa: F401
 from tests.test_tools.test_train import run
 from vpt_mm.checkpoints import save_tuned
-from vpt_mm.runner import resolve_config
+from vpt_mm.config import resolve_config
 
 pytestmark = pytest.mark.slow
 

@@ -51,8 +51,8 @@ import torch
 from mmengine.config import DictAction
 
 import vpt_mm  # noqa: F401  (compatibility fixes first, registration)
-from vpt_mm.integrity import atomic_save
-from vpt_mm.runner import add_device_arg, write_json
+from vpt_mm.devices import add_device_arg
+from vpt_mm.fileio import atomic_save, write_json
 from vpt_mm.tuning import saved_activations
 
 METHODS = ('full', 'linear', 'shallow', 'deep', 'prefix')
@@ -454,7 +454,7 @@ def main() -> None:
         return
     if args.config is None:
         raise SystemExit('a config is required')
-    from vpt_mm.runner import config_from_file
+    from vpt_mm.config import config_from_file
     cfg = config_from_file(args.config, args.cfg_options)
     model_cfg = cfg.model.to_dict()
     size = args.img_size * 2 if len(args.img_size) == 1 else args.img_size

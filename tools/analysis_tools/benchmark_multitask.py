@@ -20,7 +20,8 @@ from mmengine.registry import MODELS
 
 from vpt_mm.apis import MultiTaskClassifier, copy_frozen_backbone
 from vpt_mm.checkpoints import tuned_state_dict
-from vpt_mm.runner import add_config_args, add_device_arg, config_from_args
+from vpt_mm.config import add_config_args, config_from_args
+from vpt_mm.devices import add_device_arg
 
 
 def tensor_bytes(module: torch.nn.Module) -> int:

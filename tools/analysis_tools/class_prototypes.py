@@ -13,14 +13,10 @@ import torch
 from mmengine.runner import Runner
 
 from vpt_mm.checkpoints import load_pretrained_backbone
-from vpt_mm.integrity import atomic_save
+from vpt_mm.config import add_config_args, config_from_args, local_loader
+from vpt_mm.devices import add_device_arg
+from vpt_mm.fileio import atomic_save
 from vpt_mm.prompts import class_prototypes, collect_features
-from vpt_mm.runner import (
-    add_config_args,
-    add_device_arg,
-    config_from_args,
-    local_loader,
-)
 
 
 def main() -> None:

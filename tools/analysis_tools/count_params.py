@@ -8,7 +8,7 @@ Example:
 """
 import argparse
 
-from vpt_mm.runner import add_config_args, config_from_args
+from vpt_mm.config import add_config_args, config_from_args
 from vpt_mm.tuning import (
     checkpoint_sizes,
     count_parameters,

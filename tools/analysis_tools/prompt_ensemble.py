@@ -16,7 +16,8 @@ import torch
 from mmengine.registry import DATASETS
 
 from vpt_mm.apis import VPTInferencer
-from vpt_mm.runner import add_config_args, add_device_arg, config_from_args
+from vpt_mm.config import add_config_args, config_from_args
+from vpt_mm.devices import add_device_arg
 
 
 def main() -> None:

@@ -19,15 +19,11 @@ from mmengine.registry import DATASETS, MODELS
 from mmengine.runner import Runner
 
 from vpt_mm.checkpoints import load_model_checkpoint, task_of
+from vpt_mm.config import add_config_args, config_from_args, local_loader
+from vpt_mm.devices import add_device_arg
 from vpt_mm.evaluation.figures import plot_tsne, tsne_embedding
+from vpt_mm.fileio import write_json
 from vpt_mm.prompts import collect_features
-from vpt_mm.runner import (
-    add_config_args,
-    add_device_arg,
-    config_from_args,
-    local_loader,
-    write_json,
-)
 
 
 def parse_args() -> argparse.Namespace:

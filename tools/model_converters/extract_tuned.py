@@ -16,7 +16,7 @@ from vpt_mm.checkpoints import (
     save_tuned,
     task_of,
 )
-from vpt_mm.runner import add_config_args, config_from_args
+from vpt_mm.config import add_config_args, config_from_args
 
 
 def main() -> None:

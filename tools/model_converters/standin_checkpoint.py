@@ -14,8 +14,8 @@ Example:
 import argparse
 
 import vpt_mm  # noqa: F401  (registration, compatibility fixes)
+from vpt_mm.config import add_config_args, config_from_args
 from vpt_mm.converters import save_backbone_checkpoint, standin_backbone_state
-from vpt_mm.runner import add_config_args, config_from_args
 
 
 def main() -> None:

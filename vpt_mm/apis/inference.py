@@ -43,8 +43,8 @@ def _task_config(cfg: Config, name: str, state: Dict[str, torch.Tensor],
                  meta: dict) -> Config:
     """``cfg`` for one task: its benchmark task (or the head's class count
     from the file) and the file's prompt length and layers."""
+    from ..config import apply_task
     from ..datasets import TASKS
-    from ..runner import apply_task
     cfg = copy.deepcopy(cfg)
     if name in TASKS and cfg.get('task', None) is not None:
         apply_task(cfg, name)
@@ -89,7 +89,7 @@ def load_task_model(cfg: Union[str, Config],
     """
     from mmengine.registry import MODELS
 
-    from ..runner import config_from_file
+    from ..config import config_from_file
     if isinstance(cfg, str):
         cfg = config_from_file(cfg)
     from ..datasets import TASKS
@@ -136,7 +136,7 @@ def init_segmentor(config: Union[str, Config],
     """
     from mmengine.registry import DATASETS
 
-    from ..runner import config_from_file
+    from ..config import config_from_file
     cfg = config_from_file(config) if isinstance(config, str) else config
     model = load_task_model(cfg, checkpoint,
                             allow_other_backbone=allow_other_backbone)
@@ -218,7 +218,7 @@ class VPTInferencer:
                  tasks: Dict[str, Union[str, Sequence[str]]],
                  device: str = 'cpu',
                  allow_other_backbone: bool = False) -> None:
-        from ..runner import config_from_file
+        from ..config import config_from_file
         cfg = config_from_file(config) if isinstance(config, str) else config
         if not tasks:
             raise ValueError('VPTInferencer needs at least one task')

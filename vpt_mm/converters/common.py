@@ -32,7 +32,7 @@ def save_backbone_checkpoint(state: Dict[str, torch.Tensor], path: str,
     The keys are the backbone's own (no ``backbone.`` prefix), so a config
     loads it with ``init_cfg=dict(type='Pretrained', checkpoint=path)``.
     """
-    from ..integrity import atomic_save
+    from ..fileio import atomic_save
     atomic_save(path, lambda tmp: torch.save(
         dict(state_dict=state, meta=dict(converted_from=source)), tmp))
 

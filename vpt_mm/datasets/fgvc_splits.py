@@ -34,7 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..integrity import atomic_replace
+from ..fileio import atomic_replace
 from .benchmarks import get_task
 
 Split = Dict[str, int]

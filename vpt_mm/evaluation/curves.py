@@ -128,7 +128,7 @@ def prompt_depth(spec: dict) -> int:
     """
     from mmengine.registry import MODELS
 
-    from ..runner import config_from_file, parse_cfg_options
+    from ..config import config_from_file, parse_cfg_options
     cfg = config_from_file(spec['config'],
                            parse_cfg_options(spec.get('cfg_options', [])))
     backbone_cfg = cfg.model.backbone.copy()

@@ -18,7 +18,7 @@ def _pyplot():
 
 
 def _save(fig, out: str) -> None:
-    from ..integrity import atomic_save
+    from ..fileio import atomic_save
     fmt = osp.splitext(out)[1].lstrip('.') or 'png'
     atomic_save(out, lambda tmp: fig.savefig(tmp, dpi=120,
                                              bbox_inches='tight',

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..datasets import GROUPS, TASKS, get_task
-from ..integrity import atomic_file
+from ..fileio import atomic_file
 
 REQUIRED = ('method', 'backbone', 'task', 'top1')
 

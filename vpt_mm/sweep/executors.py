@@ -27,7 +27,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..integrity import atomic_file
+from ..fileio import atomic_file
 from .jobs import LOG_FILE, Job
 
 __all__ = [

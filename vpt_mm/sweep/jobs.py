@@ -18,8 +18,8 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+from ..fileio import write_json
 from ..hooks import DIVERGED_FILE
-from ..runner import write_json
 
 #: The score of a job.
 METRIC = 'accuracy/top1'

@@ -59,16 +59,16 @@ import sys
 from dataclasses import asdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..datasets import TASKS, get_task, tasks_of
-from ..evaluation import write_results
-from ..integrity import atomic_file, file_sha256
-from ..runner import (
+from ..config import (
     apply_task,
     config_from_file,
     flatten_config,
     parse_cfg_options,
-    write_json,
 )
+from ..datasets import TASKS, get_task, tasks_of
+from ..evaluation import write_results
+from ..fileio import atomic_file, write_json
+from ..integrity import file_sha256
 from .executors import Executor, SequentialExecutor
 from .grid import (
     SweepSpec,
@@ -212,7 +212,7 @@ class Sweep:
 
     def job_config(self, task: str, opts: List[str]) -> Dict[str, object]:
         """The resolved config of one job, flattened
-        (:func:`~vpt_mm.runner.flatten_config`)."""
+        (:func:`~vpt_mm.config.flatten_config`)."""
         if self._base_cfg is None:
             self._base_cfg = config_from_file(
                 self.spec.config, parse_cfg_options(self.spec.cfg_options))

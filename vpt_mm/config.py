@@ -1,26 +1,23 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: config merging and
-the CPU path of mmengine's distributed runner.
+"""Config resolution: the one place a config file becomes the config a run
+uses.
 
-mmengine's ``pytorch`` launcher calls ``torch.cuda.set_device`` and wraps the
-model with ``device_ids=[LOCAL_RANK]``, both of which fail without a GPU.
-:func:`setup_distributed` initialises the process group itself on CPU
-(gloo) before the runner is built, so mmengine finds it initialised, and
-wraps the model in DDP without device ids. On CUDA nothing changes: nccl,
-as configured in ``env_cfg.dist_cfg``.
+:func:`resolve_config` merges the file (its ``_base_``), the
+``--cfg-options``, the benchmark ``task`` (datasets and the head's
+``num_classes``) and the top-level ``data_root``; every tool goes through
+it (:func:`config_from_args` for a tool's arguments, :func:`load_config`
+for ``tools/train.py`` / ``tools/test.py``).
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import os.path as osp
 from typing import Dict, Optional, Sequence
 
-import torch
-import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
-LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+from .dist import LAUNCHERS
+
 #: Config folder of each benchmark.
 CONFIG_FOLDERS = {'vtab1k': 'vtab', 'fgvc': 'fgvc'}
 
@@ -54,42 +51,6 @@ def config_from_args(args: argparse.Namespace,
     and, if ``task``, ``--task``."""
     return resolve_config(args.config, args.cfg_options,
                           getattr(args, 'task', None) if task else None)
-
-
-def default_device() -> str:
-    """``'cuda'`` where CUDA is available, else ``'cpu'`` (as mmpretrain's
-    inferencers choose)."""
-    return 'cuda' if torch.cuda.is_available() else 'cpu'
-
-
-def device_arg(name: str) -> str:
-    """A ``--device`` value: any device torch names (``cpu``, ``cuda``,
-    ``cuda:1``); CUDA ones only where CUDA is available."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise argparse.ArgumentTypeError(
-            f'{name!r} is not a device torch knows ({err})') from None
-    if device.type == 'cuda':
-        if not torch.cuda.is_available():
-            raise argparse.ArgumentTypeError(
-                f'--device {name}: CUDA is not available here (torch '
-                f'{torch.__version__})')
-        if (device.index or 0) >= torch.cuda.device_count():
-            raise argparse.ArgumentTypeError(
-                f'--device {name}: this process sees '
-                f'{torch.cuda.device_count()} CUDA device(s)')
-    return name
-
-
-def add_device_arg(parser: argparse.ArgumentParser) -> None:
-    """The ``--device`` of every tool that runs a model outside mmengine's
-    runner (which places the model itself): the model and every tensor it
-    meets go there. Defaults to :func:`default_device`."""
-    parser.add_argument(
-        '--device', type=device_arg, default=default_device(),
-        help='device to run on, e.g. cpu, cuda, cuda:1 (default: cuda '
-        'where available, else cpu)')
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -382,169 +343,3 @@ def load_config(args: argparse.Namespace) -> Config:
         if cfg.get('task', None) is not None:
             cfg.work_dir = osp.join(cfg.work_dir, cfg.task)
     return cfg
-
-
-def build_runner(cfg: Config):
-    """The runner of vpt_mm's tools: the config's ``runner_type`` if it
-    names one, else :class:`~vpt_mm.engine.VPTRunner` (strict, verified
-    loading and exact resume)."""
-    from mmengine.registry import RUNNERS
-
-    from .engine import VPTRunner
-    deterministic_cuda_env(cfg)
-    if cfg.get('runner_type', None) is not None:
-        return RUNNERS.build(cfg)
-    return VPTRunner.from_cfg(cfg)
-
-
-#: cuBLAS's workspace setting for reproducible matrix products (CUDA's
-#: documentation, "Results reproducibility").
-CUBLAS_DETERMINISTIC = ':4096:8'
-
-
-def deterministic_cuda_env(cfg: Config) -> None:
-    """With ``randomness.deterministic=True`` (``tools/train.py
-    --deterministic``), set ``CUBLAS_WORKSPACE_CONFIG`` (unless set): torch's
-    deterministic mode, which mmengine switches on, refuses cuBLAS products
-    without it. Call it before the first CUDA matrix product (cuBLAS reads
-    it when its handle is made); :func:`build_runner` does."""
-    randomness = cfg.get('randomness', None) or {}
-    if randomness.get('deterministic', False):
-        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', CUBLAS_DETERMINISTIC)
-
-
-def _json_scalar(value: object) -> object:
-    """numpy / torch scalars (e.g. mmseg's metrics) as Python numbers."""
-    if hasattr(value, 'item'):
-        return value.item()
-    raise TypeError(f'{type(value).__name__} is not JSON serializable')
-
-
-def write_json(obj: object, path: str) -> None:
-    """Write ``obj`` as json atomically: the file is complete or absent."""
-    import json
-
-    from .integrity import atomic_file
-    text = json.dumps(obj, indent=2, default=_json_scalar) + '\n'
-    with atomic_file(path) as f:
-        f.write(text)
-
-
-def enable_amp(cfg: Config, dtype: Optional[str] = None) -> None:
-    """Switch the optimizer wrapper to mixed precision.
-
-    On CUDA this is mmengine's ``AmpOptimWrapper`` (float16 by default,
-    ``dtype='bfloat16'`` possible); without a GPU it is
-    :class:`~vpt_mm.amp.CPUAmpOptimWrapper` (bfloat16 only). Parameters stay
-    float32 in both.
-
-    Args:
-        cfg (Config): The config, changed in place.
-        dtype (str, optional): ``'float16'`` or ``'bfloat16'``.
-    """
-    wrapper = cfg.optim_wrapper
-    if wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper',
-                                               'CPUAmpOptimWrapper'):
-        return
-    if torch.cuda.is_available():
-        wrapper.type = 'AmpOptimWrapper'
-        wrapper.setdefault('loss_scale', 'dynamic')
-    else:
-        if dtype not in (None, 'bfloat16'):
-            raise ValueError(f'--amp-dtype {dtype} needs CUDA; on CPU use '
-                             'bfloat16')
-        wrapper.type = 'CPUAmpOptimWrapper'
-        dtype = 'bfloat16'
-    if dtype is not None:
-        wrapper.dtype = dtype
-
-
-def slurm_to_torch_env() -> None:
-    """Set torch.distributed's environment (``RANK``, ``WORLD_SIZE``,
-    ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) from that of an srun
-    task, as mmengine does for its slurm launcher on CUDA. The master is the
-    first node of the job; the port is ``MASTER_PORT``, else ``PORT``, else
-    29500.
-
-    Raises:
-        ValueError: Outside an srun task.
-    """
-    missing = [k for k in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')
-               if k not in os.environ]
-    if missing:
-        raise ValueError(f'--launcher slurm outside an srun task (no '
-                         f'{missing}); use tools/slurm_train.sh')
-    import subprocess
-    nodes = subprocess.run(
-        ['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']],
-        capture_output=True, text=True, check=True).stdout.split()
-    os.environ['RANK'] = os.environ['SLURM_PROCID']
-    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
-    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
-    os.environ.setdefault('MASTER_ADDR', nodes[0])
-    os.environ.setdefault('MASTER_PORT', os.environ.get('PORT', '29500'))
-
-
-def setup_distributed(cfg: Config) -> None:
-    """Prepare the CPU (gloo) path of a distributed run; no-op on CUDA.
-
-    Args:
-        cfg (Config): The merged config; ``cfg.launcher`` is read.
-    """
-    if cfg.launcher == 'none' or torch.cuda.is_available():
-        return
-    if cfg.launcher == 'slurm':
-        # srun's processes (tools/slurm_train.sh on a CPU partition): the
-        # torchrun environment from SLURM's, then the gloo path below.
-        slurm_to_torch_env()
-        cfg.launcher = 'pytorch'
-    if cfg.launcher != 'pytorch':
-        raise ValueError(f'launcher {cfg.launcher!r} needs CUDA; on CPU use '
-                         "'pytorch' (tools/dist_train.sh) or 'slurm' "
-                         '(tools/slurm_train.sh)')
-    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-    cfg.env_cfg.dist_cfg['backend'] = 'gloo'
-    if replace_sync_bn(cfg.model):
-        from mmengine.logging import print_log
-        print_log('SyncBN needs CUDA: on CPU every process normalises its '
-                  'own batch (BN)', logger='current', level=logging.WARNING)
-    if not dist.is_initialized():
-        dist.init_process_group(backend='gloo')
-    if cfg.get('model_wrapper_cfg', None) is None:
-        cfg.model_wrapper_cfg = dict(
-            type='MMDistributedDataParallel',
-            device_ids=None,
-            broadcast_buffers=False)
-
-
-def replace_sync_bn(cfg: object) -> int:
-    """Replace ``dict(type='SyncBN')`` norm configs by ``'BN'`` in place.
-
-    Returns:
-        int: How many were replaced.
-    """
-    count = 0
-    if isinstance(cfg, dict):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
-            count += 1
-        for value in cfg.values():
-            count += replace_sync_bn(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            count += replace_sync_bn(value)
-    return count
-
-
-def teardown_distributed() -> None:
-    """Destroy the default process group, if any, before the interpreter
-    exits.
-
-    Left to interpreter shutdown, gloo's worker threads can still hold
-    tensors when Python is torn down, and the process dies with SIGABRT
-    after a successful run; ``tools/train.py`` and ``tools/test.py`` call
-    this once they are done.
-    """
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

@@ -1,4 +1,4 @@
-"""Task selection of the benchmark configs (vpt_mm/runner.py)."""
+"""Config resolution of the benchmark configs (vpt_mm/config.py)."""
 import argparse
 import glob
 import os
@@ -7,8 +7,8 @@ import os.path as osp
 import pytest
 import torch
 
+from vpt_mm.config import apply_task, config_from_file, load_config
 from vpt_mm.datasets import TASKS
-from vpt_mm.runner import apply_task, config_from_file, load_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VTAB = [osp.join(REPO, 'configs/vtab', n)
@@ -126,7 +126,7 @@ def test_num_classes_cannot_be_set_against_the_task():
 
 
 def test_cached_features_need_a_deterministic_pipeline():
-    from vpt_mm.runner import check_cached_features
+    from vpt_mm.config import check_cached_features
     vtab = config_from_file(osp.join(REPO, 'configs/vtab/linear_vit-b.py'))
     assert vtab.model.tuning.cache_features
     check_cached_features(vtab)
@@ -158,7 +158,7 @@ def test_data_root_reaches_every_dataset_with_one():
     dataset without one (the digits demo) is left alone."""
     from mmengine.config import Config
 
-    from vpt_mm.runner import apply_data_root
+    from vpt_mm.config import apply_data_root
     cfg = Config(dict(
         data_root='/new',
         train_dataloader=dict(dataset=dict(
@@ -232,7 +232,7 @@ def test_divergence_advice_follows_the_lr(tmp_path, lr, advice):
 
 
 def test_tools_read_splits_with_at_most_one_worker_per_core(monkeypatch):
-    from vpt_mm.runner import local_loader
+    from vpt_mm.config import local_loader
     monkeypatch.setattr('os.cpu_count', lambda: 2)
     cfg = local_loader(dict(batch_size=4, num_workers=8,
                             persistent_workers=True))
@@ -317,7 +317,7 @@ def test_deterministic_runs_set_the_cublas_workspace(monkeypatch):
     a value the user set is kept."""
     from mmengine.config import Config
 
-    from vpt_mm.runner import deterministic_cuda_env
+    from vpt_mm.devices import deterministic_cuda_env
     monkeypatch.delenv('CUBLAS_WORKSPACE_CONFIG', raising=False)
     deterministic_cuda_env(Config(dict(randomness=dict(seed=0))))
     assert 'CUBLAS_WORKSPACE_CONFIG' not in os.environ
