@@ -267,3 +267,38 @@ def test_with_cp_gives_the_same_outputs_and_gradients(fuse):
     assert results[0][1].abs().sum() > 0
     torch.testing.assert_close(results[1][0], results[0][0])
     torch.testing.assert_close(results[1][1], results[0][1])
+
+
+def test_unprompted_cfg_names_every_own_argument():
+    """Each prompted backbone declares the arguments it adds to its
+    mmpretrain parent (OWN_ARGS), so its unprompted config builds that
+    parent with every other argument kept."""
+    import inspect
+
+    from mmpretrain.registry import MODELS
+
+    from vpt_mm.backbones import (
+        FrozenViT,
+        PromptedConvNeXt,
+        PromptedResNet,
+        PromptedSwin,
+        PromptedViT,
+    )
+    for cls in (FrozenViT, PromptedConvNeXt, PromptedResNet, PromptedSwin,
+                PromptedViT):
+        own = set(inspect.signature(cls.__init__).parameters) - set(
+            inspect.signature(cls.UPSTREAM.__init__).parameters) - {'kwargs'}
+        # FrozenViT is always frozen: it takes no freeze_backbone.
+        assert own <= set(cls.OWN_ARGS), cls.__name__
+        assert set(cls.OWN_ARGS) - own <= {'freeze_backbone',
+                                           'prompt_cfg'}, cls.__name__
+    cfg = dict(type='PromptedViT', arch='deit-tiny', img_size=32,
+               patch_size=8, with_cp=True, fuse_prompts=False,
+               trainable=[r'(^|\.)bias$'], out_type='avg_featmap',
+               prompt_cfg=dict(num_tokens=5, deep=True))
+    plain = MODELS.build(PromptedViT.unprompted_cfg(cfg))
+    assert type(plain).__name__ == 'VisionTransformer'
+    assert plain.out_type == 'avg_featmap'
+    assert plain.patch_resolution == (4, 4)
+    with pytest.raises(ValueError, match="out_type 'avg_all' pools prompt"):
+        PromptedViT.unprompted_cfg(dict(cfg, out_type='avg_all'))

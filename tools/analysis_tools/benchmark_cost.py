@@ -38,7 +38,6 @@ import argparse
 import contextlib
 import copy
 import gc
-import inspect
 import json
 import os
 import os.path as osp
@@ -79,21 +78,13 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
             type=dict(full='Full', linear='Linear').get(method, 'VPT'))
     if method in ('full', 'linear'):
         cls = PRETRAIN_MODELS.get(backbone['type'])
-        plain = next(b for b in cls.__mro__
-                     if b.__module__.startswith('mmpretrain'))
-        backbone['type'] = f'mmpretrain.{plain.__name__}'
-        # Drop what only the prompted subclass takes (prompt_cfg,
-        # prompt_merging, with_cp of PromptedViT, ...).
-        accepted = inspect.signature(plain.__init__).parameters
         out_type = backbone.get('out_type')
-        for key in list(backbone):
-            if key not in accepted and key != 'type':
-                backbone.pop(key)
         if out_type in ('avg_prompt', 'avg_all', 'avg_featmap'):
-            if 'out_type' in accepted:  # ViT: its own [CLS] feature
-                backbone['out_type'] = 'cls_token'
-            else:  # Swin: pool its feature map
+            if 'out_type' in cls.OWN_ARGS:  # Swin: pool its feature map
                 cfg['neck'] = dict(type='GlobalAveragePooling')
+            else:  # ViT: its own [CLS] feature
+                backbone['out_type'] = 'cls_token'
+        cfg['backbone'] = cls.unprompted_cfg(backbone)
     else:
         prompt_cfg = dict(backbone.get('prompt_cfg') or {})
         prompt_cfg.update(num_tokens=num_tokens,

@@ -28,11 +28,16 @@ def main() -> None:
     cfg = config_from_args(args)
     from mmengine.registry import MODELS
 
+    from vpt_mm.backbones import PromptedViT
+    from vpt_mm.registry import PRETRAIN_MODELS
+
     backbone_cfg = cfg.model.backbone.copy()
+    if not issubclass(PRETRAIN_MODELS.get(backbone_cfg.type), PromptedViT):
+        parser.error('class prototypes are [CLS] features of a PromptedViT '
+                     f'backbone; the config has {backbone_cfg.type}')
+    backbone_cfg = PromptedViT.unprompted_cfg(
+        dict(backbone_cfg, out_type='cls_token'))
     init_cfg = backbone_cfg.pop('init_cfg', None)
-    for key in ('prompt_cfg', 'freeze_backbone'):
-        backbone_cfg.pop(key, None)
-    backbone_cfg.update(type='VisionTransformer', out_type='cls_token')
     backbone = MODELS.build(backbone_cfg)
     if init_cfg is None:
         parser.error('the config has no pretrained backbone (init_cfg)')

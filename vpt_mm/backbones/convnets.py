@@ -84,6 +84,9 @@ class PromptedConvNeXt(PaddingPromptMixin, ConvNeXt):
         **kwargs: Other arguments of mmpretrain's ``ConvNeXt``.
     """
 
+    UPSTREAM = ConvNeXt
+    OWN_ARGS = FrozenBackboneMixin.OWN_ARGS + ('img_size', 'frame')
+
     def __init__(self,
                  arch: Union[str, dict] = 'base',
                  img_size: Union[int, Sequence[int]] = 224,
@@ -118,6 +121,9 @@ class PromptedResNet(PaddingPromptMixin, ResNet):
         frame (dict, optional): As for :class:`PromptedConvNeXt`.
         **kwargs: Other arguments of mmpretrain's ``ResNet``.
     """
+
+    UPSTREAM = ResNet
+    OWN_ARGS = FrozenBackboneMixin.OWN_ARGS + ('img_size', 'frame')
 
     def __init__(self,
                  depth: int = 50,

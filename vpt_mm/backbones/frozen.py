@@ -1,7 +1,7 @@
 """The frozen-backbone contract shared by every prompted backbone."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence, Tuple
 
 import torch.nn as nn
 from mmpretrain.models.backbones import VisionTransformer
@@ -56,6 +56,38 @@ class FrozenBackboneMixin:
     """
 
     freeze_backbone = False
+    #: The mmpretrain backbone this class prompts (its unprompted form).
+    UPSTREAM: ClassVar[type]
+    #: Constructor arguments this class adds to :attr:`UPSTREAM`'s.
+    OWN_ARGS: ClassVar[Tuple[str, ...]] = ('prompt_cfg', 'freeze_backbone',
+                                           'trainable')
+
+    @classmethod
+    def unprompted_cfg(cls, cfg: dict) -> dict:
+        """The config of the same backbone without prompts (or freezing):
+        :attr:`UPSTREAM` with every argument of ``cfg`` but this class's
+        own (:attr:`OWN_ARGS`), ``init_cfg`` included.
+
+        The one way to build "this model without prompts": the cost
+        benchmark's Full and Linear rows, the class prototypes of
+        ``init='cls'``, the parameter table's baselines.
+
+        Args:
+            cfg (dict): A config of this class (its ``type`` is replaced).
+
+        Returns:
+            dict: A config of :attr:`UPSTREAM`, in mmpretrain's scope.
+
+        Examples:
+            >>> from vpt_mm.backbones import PromptedViT
+            >>> PromptedViT.unprompted_cfg(dict(
+            ...     type='PromptedViT', arch='b', fuse_prompts=False,
+            ...     prompt_cfg=dict(num_tokens=5)))
+            {'type': 'mmpretrain.VisionTransformer', 'arch': 'b'}
+        """
+        out = {k: v for k, v in cfg.items()
+               if k not in cls.OWN_ARGS and k != 'type'}
+        return dict(type=f'mmpretrain.{cls.UPSTREAM.__name__}', **out)
 
     def init_frozen_backbone(self,
                              freeze: bool = True,
@@ -125,6 +157,9 @@ class FrozenViT(FrozenBackboneMixin, VisionTransformer):
             :meth:`FrozenBackboneMixin.init_frozen_backbone`.
         **kwargs: Arguments of mmpretrain's ``VisionTransformer``.
     """
+
+    UPSTREAM = VisionTransformer
+    OWN_ARGS = ('trainable', )
 
     def __init__(self, trainable: Sequence[str] = (), **kwargs) -> None:
         super().__init__(**kwargs)

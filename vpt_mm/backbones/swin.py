@@ -427,6 +427,12 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
         torch.Size([2, 64, 7, 7])
     """
 
+    UPSTREAM = SwinTransformer
+    #: ``out_type`` too: mmpretrain's Swin returns feature maps only (pool
+    #: them with a ``GlobalAveragePooling`` neck).
+    OWN_ARGS = FrozenBackboneMixin.OWN_ARGS + ('prompt_merging', 'out_type',
+                                               'fuse_prompts')
+
     def __init__(self,
                  arch: Union[str, dict] = 'base',
                  img_size: Union[int, Sequence[int]] = 224,

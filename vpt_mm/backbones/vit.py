@@ -101,6 +101,23 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
     OUT_TYPES = {
         'raw', 'cls_token', 'featmap', 'avg_featmap', 'avg_prompt', 'avg_all'
     }
+    UPSTREAM = VisionTransformer
+    OWN_ARGS = FrozenBackboneMixin.OWN_ARGS + ('fuse_prompts', 'with_cp')
+
+    @classmethod
+    def unprompted_cfg(cls, cfg: dict) -> dict:
+        """See :meth:`FrozenBackboneMixin.unprompted_cfg`.
+
+        Raises:
+            ValueError: For ``out_type`` ``'avg_prompt'`` / ``'avg_all'``,
+                which pool prompts (choose the unprompted readout).
+        """
+        if cfg.get('out_type') in ('avg_prompt', 'avg_all'):
+            raise ValueError(
+                f"out_type {cfg['out_type']!r} pools prompt tokens: the "
+                "backbone without prompts has no such output; set out_type "
+                "(e.g. 'cls_token') first")
+        return super().unprompted_cfg(cfg)
 
     def __init__(self,
                  arch: Union[str, dict] = 'base',
