@@ -299,3 +299,20 @@ def test_pretrained_checkpoint_messages(tmp_path, pretrained):
     with pytest.raises(ValueError, match=r"'layers.1.ln1.weight' holds 1 "
                        'non-finite'):
         load_pretrained_backbone(tiny_vit(dict(num_tokens=5)), bad)
+
+
+def test_local_scheme_leaves_other_files_as_mmengine_reads_them(tmp_path):
+    """vpt_mm's loader of local files changes nothing for a checkpoint it
+    did not write: the same dict, no record in its state dict's metadata."""
+    from mmengine.runner.checkpoint import CheckpointLoader, load_from_local
+    path = str(tmp_path / 'plain.pth')
+    state = torch.nn.Linear(2, 3).state_dict()
+    torch.save(dict(state_dict=state, meta=dict(epoch=1)), path)
+    ours = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+    theirs = load_from_local(path, map_location='cpu')
+    assert ours.keys() == theirs.keys() and ours['meta'] == theirs['meta']
+    assert ours['state_dict']._metadata == theirs['state_dict']._metadata
+    assert type(ours['state_dict']._metadata) is \
+        type(theirs['state_dict']._metadata)
+    for key, value in theirs['state_dict'].items():
+        assert torch.equal(ours['state_dict'][key], value)

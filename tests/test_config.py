@@ -327,3 +327,31 @@ def test_deterministic_runs_set_the_cublas_workspace(monkeypatch):
     monkeypatch.setenv('CUBLAS_WORKSPACE_CONFIG', ':16:8')
     deterministic_cuda_env(Config(dict(randomness=dict(deterministic=True))))
     assert os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':16:8'
+
+
+def test_resolving_twice_is_resolving_once():
+    """The runner resolves the config it is given again (mmpretrain's and
+    mmseg's own tools do not resolve it): on a resolved config that
+    changes nothing."""
+    import copy
+
+    from vpt_mm.config import resolve_config
+    cfg = resolve_config(osp.join(REPO, 'configs/vtab/vpt_deep_vit-b.py'),
+                         dict(data_root='elsewhere'), task='dmlab')
+    again = copy.deepcopy(cfg)
+    apply_task(again)
+    assert again.to_dict() == cfg.to_dict()
+    assert cfg.model.head.num_classes == 6
+
+
+def test_print_config_prints_the_resolved_config(capsys, monkeypatch):
+    from tests.test_tools.test_train import load_tool
+    tool = load_tool('tools/print_config.py')
+    monkeypatch.setattr('sys.argv', [
+        'print_config.py', osp.join(REPO, 'configs/vtab/vpt_deep_vit-b.py'),
+        '--task',
+        'dmlab', '--cfg-options', 'data_root=elsewhere'])
+    tool.main()
+    out = capsys.readouterr().out
+    assert 'num_classes=6' in out
+    assert "task='dmlab'" in out and "data_root='elsewhere'" in out

@@ -61,5 +61,6 @@ def test_frozen_parameters_never_reach_the_optimizer():
             assert group['weight_decay'] == 0.0
             other = next(g for g in groups if g['params'][0] is not bias)
             assert other['weight_decay'] == 1e-4
-    # Nothing is left patched on the model.
+    # Nothing is left patched on the model, nor on the logger.
     assert 'named_parameters' not in vars(model.backbone)
+    assert not MMLogger.get_current_instance().filters

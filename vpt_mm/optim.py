@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterator, List, Optional, Union
+from typing import Iterator
 
 import torch.nn as nn
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
@@ -22,21 +22,27 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 __all__ = ['VPTOptimWrapperConstructor']
 
 
+class _SkipFrozenRecords(logging.Filter):
+    """Drops mmengine's per-tensor "... is skipped since its
+    requires_grad=False" records (the frozen parameters are counted in one
+    line instead)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return 'is skipped since its requires_grad=False' not in \
+            record.getMessage()
+
+
 @contextlib.contextmanager
-def _trainable_only(module: nn.Module) -> Iterator[None]:
-    """Within the block, ``module.named_parameters(recurse=False)`` (what
-    mmengine's ``add_params`` reads) yields its trainable parameters only."""
-    named = module.named_parameters
-
-    def trainable(*args, **kwargs):
-        return ((name, param) for name, param in named(*args, **kwargs)
-                if param.requires_grad)
-
-    object.__setattr__(module, 'named_parameters', trainable)
+def _quiet_frozen_skips() -> Iterator[None]:
+    """Within the block, mmengine's current logger drops those records."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    quiet = _SkipFrozenRecords()
+    logger.addFilter(quiet)
     try:
         yield
     finally:
-        object.__delattr__(module, 'named_parameters')
+        logger.removeFilter(quiet)
 
 
 class _TrainableParameters:
@@ -76,14 +82,7 @@ class VPTOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if not self.paramwise_cfg:
             # mmengine passes model.parameters() as the one param group.
             return super().__call__(_TrainableParameters(model))
-        return super().__call__(model)
-
-    def add_params(self,
-                   params: List[dict],
-                   module: nn.Module,
-                   prefix: str = '',
-                   is_dcn_module: Optional[Union[int, float]] = None) -> None:
-        """mmengine's ``add_params`` over the module's trainable
-        parameters."""
-        with _trainable_only(module):
-            super().add_params(params, module, prefix, is_dcn_module)
+        # mmengine's add_params skips frozen tensors itself, with a warning
+        # per tensor.
+        with _quiet_frozen_skips():
+            return super().__call__(model)

@@ -68,7 +68,7 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
     from mmengine.model.utils import revert_sync_batchnorm
     from mmengine.registry import MODELS, init_default_scope
 
-    from vpt_mm.registry import PRETRAIN_MODELS
+    from vpt_mm.backbones.frozen import unprompted_model_cfg
     init_default_scope(scope)
     cfg = copy.deepcopy(model_cfg)
     backbone = cfg['backbone']
@@ -77,14 +77,7 @@ def build_model(model_cfg: dict, method: str, num_tokens: int, fused: bool,
         cfg['tuning'] = dict(
             type=dict(full='Full', linear='Linear').get(method, 'VPT'))
     if method in ('full', 'linear'):
-        cls = PRETRAIN_MODELS.get(backbone['type'])
-        out_type = backbone.get('out_type')
-        if out_type in ('avg_prompt', 'avg_all', 'avg_featmap'):
-            if 'out_type' in cls.OWN_ARGS:  # Swin: pool its feature map
-                cfg['neck'] = dict(type='GlobalAveragePooling')
-            else:  # ViT: its own [CLS] feature
-                backbone['out_type'] = 'cls_token'
-        cfg['backbone'] = cls.unprompted_cfg(backbone)
+        cfg = unprompted_model_cfg(cfg)
     else:
         prompt_cfg = dict(backbone.get('prompt_cfg') or {})
         prompt_cfg.update(num_tokens=num_tokens,

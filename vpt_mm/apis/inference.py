@@ -7,9 +7,11 @@ tasks, each from its tuned-only file, in mmpretrain's style.
   training checkpoint; loaded strictly, the backbone's fingerprint checked.
 - :class:`VPTInferencer`: several tasks (a task given several files is a
   prompt ensemble: their probabilities are averaged) over image files or
-  arrays; prompted-ViT tasks run together in mixed batches on one backbone
-  (:class:`~vpt_mm.apis.MultiTaskClassifier`), any other task (Swin,
-  ConvNets, protocols that change the backbone) with a model of its own.
+  arrays; tasks that can share the frozen backbone run together in mixed
+  batches on it (:class:`~vpt_mm.apis.MultiTaskClassifier`), any other
+  (protocols that change the backbone, pixel-space or prefix prompts,
+  ``out_type='raw'``: :func:`~vpt_mm.apis.sharing_problem`) with a model of
+  its own.
 """
 from __future__ import annotations
 

@@ -143,6 +143,34 @@ class FrozenBackboneMixin:
         super().init_weights()
 
 
+def unprompted_model_cfg(model_cfg: dict) -> dict:
+    """A classifier config with its prompted backbone replaced by the same
+    backbone without prompts (:meth:`FrozenBackboneMixin.unprompted_cfg`),
+    reading the unprompted backbone's own feature: a ViT's [CLS] where the
+    prompted one pools, a Swin's feature map through a
+    ``GlobalAveragePooling`` neck where the prompted one pools.
+
+    Args:
+        model_cfg (dict): A ``model`` config with a prompted backbone.
+
+    Returns:
+        dict: A copy, with the baseline's backbone (and neck).
+    """
+    import copy
+
+    from ..registry import PRETRAIN_MODELS
+    cfg = copy.deepcopy(dict(model_cfg))
+    backbone = dict(cfg['backbone'])
+    cls = PRETRAIN_MODELS.get(backbone['type'])
+    if backbone.get('out_type') in ('avg_prompt', 'avg_all', 'avg_featmap'):
+        if 'out_type' in cls.OWN_ARGS:  # Swin: pool its feature map
+            cfg['neck'] = dict(type='GlobalAveragePooling')
+        else:  # ViT: its own [CLS] feature
+            backbone['out_type'] = 'cls_token'
+    cfg['backbone'] = cls.unprompted_cfg(backbone)
+    return cfg
+
+
 @register_model()
 class FrozenViT(FrozenBackboneMixin, VisionTransformer):
     r"""mmpretrain's VisionTransformer, frozen, without prompts.

@@ -1,11 +1,9 @@
 """PromptedSwin: mmpretrain's SwinTransformer with visual prompts.
 
-Visual Prompt Tuning (Jia et al., ECCV 2022, arXiv 2203.12119), Sec. 4.4
-("Swin"): prompts are attended inside every local window. As in the official
-implementation (which produced the published numbers), prompt outputs are
-carried through patch merging into the next stage and the pooled output
-averages the final prompt tokens with the image tokens; the paper's text
-(prompts dropped at patch merging, pooling over image tokens) is an option.
+Visual Prompt Tuning (Jia et al., ECCV 2022, arXiv 2203.12119), Sec. 4.4:
+prompts are attended inside every local window. The window attention with
+prompts (token and fused forms) is here; the design is described in
+``docs/en/advanced_guides/prompted_swin.md``.
 """
 from __future__ import annotations
 
@@ -137,13 +135,9 @@ def _window_sdpa(msa: nn.Module, q: torch.Tensor, k: torch.Tensor,
             q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop,
             scale=msa.scale)
     # Each of the nW windows of a sample has its own mask, the same for
-    # every sample. Laid out as (B, nW * heads, T, dh) (the windows of a
-    # sample beside its heads), the (1, nW * heads, Tq, Tk) mask broadcasts
-    # over the batch with stride 0: SDPA's kernels take it as it is and
-    # autograd saves it once, not once per sample (a repeated mask was
-    # (B * nW, heads, Tq, Tk): 1.4 GB in fp32 for a Swin-B step at batch
-    # 128 with p = 10). Only q (token form) is copied into this layout; the
-    # copy replaces the qkv projection's output in memory.
+    # every sample: laid out as (B, nW * heads, T, dh), the (1, nW * heads,
+    # Tq, Tk) mask broadcasts over the batch with stride 0 and is saved
+    # once (docs/en/advanced_guides/prompted_swin.md, "Shift mask memory").
     nW = shift_mask.shape[0]
     B = BnW // nW
     bias = (bias + F.pad(shift_mask, pad)[:, None]).reshape(
@@ -337,65 +331,15 @@ def prompted_swin_block(block: nn.Module,
 class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
     r"""Swin Transformer with learnable visual prompts, backbone frozen.
 
-    Prompts follow the paper's Swin design, made exact where it leaves a
-    choice:
-
-    - **Windows.** In a prompted block, each sample's p prompt tokens are
-      prepended to each of that sample's windows, so attention runs over
-      p + M*M tokens per window. The relative position bias applies between
-      window tokens only (pairs involving a prompt get 0: prompts have no
-      position), and the shifted-window mask only separates image regions:
-      a prompt attends to every token of its window, other prompts included,
-      and every window token attends to the prompts. Windows are laid out
-      sample-major, so a sample's output never depends on the other samples
-      of the batch (the reference implementation expands prompts in an order
-      that mixes samples).
-    - **Prompt outputs.** A prompt's attention output is averaged over the
-      windows of its sample; norms, FFN and residuals then act on it as on
-      an image token. In VPT-Deep the next block discards these outputs and
-      inserts its own prompts; after the last prompted block of a range, the
-      outputs flow on through the rest of the stage (VPT-Shallow).
-    - **Stages.** With ``prompt_merging='carry'`` (default, the official
-      implementation) prompt outputs go through every patch merging like
-      image tokens (each prompt vector repeated for the 2x2 positions, then
-      the merging's norm and reduction, :func:`merge_prompts`), so
-      VPT-Shallow prompts reach every stage; in VPT-Deep the next stage's
-      first block replaces them. ``prompt_merging='drop'`` (the paper's
-      text) drops them before every patch merging. Each stage has its own
-      prompts at its own width (``prompt.<stage>.embeddings``), all
-      initialised uniformly in +-sqrt(6 / (3 * 4 * 4 + C_1)) with the
-      stage-1 width C_1, as the official code. ``layers`` ranges count
-      blocks over all stages, 1..sum(depths) (1..24 for Swin-B):
-      ``deep=True`` prompts every block, ``deep=False`` the first block
-      only. ``share='inter'`` / ``'all'`` share prompts within a stage
-      (stage widths differ).
-    - **Outputs.** ``out_type='featmap'`` (default): as mmpretrain's Swin,
-      the normalised image tokens of the ``out_indices`` stages as
-      (B, C, H, W) feature maps, without prompts (segmentation, or a
-      ``GlobalAveragePooling`` neck). ``out_type='avg_all'``: the official
-      classification feature, the mean over the final stage's normalised
-      prompt and image tokens, (B, C) (the benchmark configs use it, with no
-      neck); ``'avg_featmap'``: the mean over its image tokens only.
-
-    - **Fused form** (``fuse_prompts=True``, the default). A block whose
-      prompt outputs nobody reads (see :meth:`_reads_prompt_outputs`: every
-      VPT-Deep block but the last under ``avg_all``) runs on the image
-      tokens alone: each window attends over [its sample's prompt keys and
-      values; the window's], with the bias and shift mask above
-      (:func:`fused_swin_block`). The prompt keys/values are computed once
-      per block and forward, not once per window; outputs and
-      prompt gradients equal the token form's up to float rounding.
-      :attr:`fused_layers` lists the fused blocks (global indices).
-    - **VPT-prefix** (``location='prefix'``): each prompted block learns its
-      keys and values directly (``prompt.<stage>.keys`` / ``.values``) and
-      always runs fused; there are no prompt tokens, so ``avg_all`` is
-      refused.
-
-    Only ``location='prepend'`` or ``'prefix'`` with ``init='random'``
-    applies to Swin; other settings raise :class:`ValueError`. The
-    frozen-backbone contract is that of
-    :class:`~vpt_mm.backbones.PromptedViT`. mmpretrain's ``with_cp`` also
-    checkpoints the prompted blocks.
+    Each sample's prompts join every window of that sample (no position
+    bias, not split by the shift mask), are averaged over those windows,
+    go through the patch mergings (``prompt_merging='carry'``, the official
+    code) or are dropped there, and enter ``avg_all`` pooling. Blocks whose
+    prompt outputs nobody reads run in the exact fused form
+    (:attr:`fused_layers`, global block indices); VPT-prefix blocks always
+    do. The frozen-backbone contract is :class:`PromptedViT`'s. The design
+    and where it differs from the paper's text:
+    ``docs/en/advanced_guides/prompted_swin.md``.
 
     Args:
         arch (str | dict): mmpretrain Swin arch (``'tiny'``, ``'small'``,
@@ -637,5 +581,7 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                             self.num_features[i]).permute(0, 3,
                                                           1, 2).contiguous()
         if self.out_type == 'avg_all' and prompts is not None:
+            if plan.key_mask() is None:
+                return norm(torch.cat([prompts, x], dim=1)).mean(dim=1)
             return plan.mean(norm(prompts), norm(x))
         return norm(x).mean(dim=1)

@@ -30,51 +30,23 @@ from .frozen import FrozenBackboneMixin
 class PromptedViT(FrozenBackboneMixin, VisionTransformer):
     r"""Vision Transformer with learnable visual prompts, backbone frozen.
 
-    Prompts are inserted after the position embedding (they have none):
-    the sequence is ``[CLS, prompts, patches]`` (``[prompts, patches]``
-    without a [CLS] token). Where and how prompts are made and inserted is
-    decided by :class:`vpt_mm.prompts.VisualPrompt`; this class only calls
-    it at every layer input and strips prompts from the outputs.
-
-    Frozen-backbone contract: every parameter outside ``prompt.`` has
-    ``requires_grad=False`` and every backbone module stays in eval mode
-    after ``train()`` (its dropout and drop-path off, as in the reference
-    implementation); only the prompt module follows ``train(mode)``, so
-    prompt dropout is active in training. Pass ``freeze_backbone=False`` for
-    full fine-tuning.
-
-    Fused prompts (``fuse_prompts=True``, the default): a layer whose
-    prompts are replaced at its input and whose prompt outputs nobody reads
-    (every VPT-Deep layer, unless ``out_type`` pools or returns prompt
-    outputs at that layer) runs on the image tokens alone, attending over
-    the keys/values of its prompts as well (:mod:`vpt_mm.prompts.fused`).
-    This is an exact rewrite of the token form: same outputs and prompt
-    gradients, fewer FLOPs and activations. In eval mode without gradients
-    the prompt keys/values are computed once and reused until a parameter
-    changes. A layer whose prompt outputs flow on (VPT-Shallow's layer 1,
-    the last layer of a range that ends before the top) is not fused:
-    there the prompts interact with the image. :attr:`fused_layers` lists
-    the fused layers; ``fuse_prompts=False`` (or :meth:`fuse` with False)
-    runs the token form everywhere.
-
-    VPT-prefix (``prompt_cfg.location='prefix'``, paper appendix): each
-    prompted layer learns its p attention keys and p values directly
-    (``prompt.keys``, ``prompt.values``); the image tokens attend over them
-    as in the fused form, and there are no prompt tokens (no token form).
+    The sequence is ``[CLS, prompts, patches]``: prompts enter after the
+    position embedding, as :class:`vpt_mm.prompts.VisualPrompt` makes them
+    and the :class:`~vpt_mm.prompts.plan.PromptPlan` of the forward says.
+    Layers whose prompts are replaced at their input and never read run in
+    the exact fused form (:attr:`fused_layers`); every non-prompt parameter
+    is frozen and the frozen modules stay in eval mode. How and why:
+    ``docs/en/advanced_guides/prompted_vit.md``.
 
     Args:
         arch (str | dict): mmpretrain ViT arch, e.g. ``'b'``, ``'l'``,
             ``'h'``. Defaults to ``'base'``.
         img_size (int | tuple): Pre-training input size. Defaults to 224.
         patch_size (int): Defaults to 16.
-        out_type (str): mmpretrain's ``'cls_token'`` (default), ``'raw'``
-            (the whole sequence, prompts included), ``'featmap'`` (patch
-            tokens only, NCHW, for segmentation), ``'avg_featmap'`` (the
-            paper's image-pool: mean of the final patch tokens), plus
-            ``'avg_prompt'`` (prompt-pool) and ``'avg_all'`` (global-pool:
-            mean over prompts and patches). Pools are taken on the output of
-            the final norm and, unlike mmpretrain's ``avg_featmap``, add no
-            untrained extra norm.
+        out_type (str): ``'cls_token'`` (default), ``'raw'``,
+            ``'featmap'``, ``'avg_featmap'`` (image-pool), ``'avg_prompt'``
+            (prompt-pool) or ``'avg_all'`` (global-pool); pools read the
+            final norm's output.
         prompt_cfg (dict): See :class:`vpt_mm.prompts.PromptConfig`.
             Defaults to VPT-Shallow with one prompt.
         freeze_backbone (bool): Freeze every non-prompt parameter.

@@ -51,7 +51,8 @@ class PromptConfig:
             ``'prefix'`` (VPT-prefix, paper appendix: each prompted layer
             learns p attention keys and p values directly, with no
             LayerNorm or projection of prompt tokens; the image tokens
-            attend over them; ViT only). Defaults to ``'prepend'``.
+            attend over them; PromptedViT and PromptedSwin). Defaults to
+            ``'prepend'``.
         init (str): ``'random'`` (uniform in +-sqrt(6 / (3 * ph * pw + d)))
             or ``'cls'`` (class-prototype init from ``cls_init``).
             Defaults to ``'random'``.

@@ -1,26 +1,13 @@
 """Fused prompts: the exact, cheaper form of layers whose prompts are
 replaced at their input.
 
-In such a layer (every layer of VPT-Deep) the prompt tokens P_i entering
-layer i are parameters, not functions of the image, and the layer's outputs
-at the prompt positions are discarded by the next layer. The image tokens
-see the prompts only through the attention keys and values of LN1(P_i). So
-the layer can run on the image tokens alone, attending over
-``[K(LN1(P_i)); K(x)]`` and ``[V(LN1(P_i)); V(x)]``: the prompts' queries,
-attention rows, output projection and MLP are never computed, and without
-per-sample prompt dropout the prompt keys/values are computed once per batch.
-They are not kept across forwards: a cache keyed on tensor addresses and
-version counters misses writes through ``.data`` or numpy views and a freed
-model's memory coming back, and recomputing costs about 1% of an eval
-forward (p=50 prompts against a batch of image tokens). The image-token
-outputs are those of the token form up to float rounding.
-
-The layer functions here work on an mmpretrain ``TransformerEncoderLayer``
-(``ln1``, ``attn.qkv``, ``attn.proj``, ``ffn``, ``ln2``); the Swin form
-(windows, relative position bias, shift mask) is in
-:mod:`vpt_mm.backbones.swin` and shares :func:`project_heads`
-and :func:`checkpointed` (activation checkpointing,
-``with_cp``).
+Such a layer runs on the image tokens alone, attending over
+``[K(LN1(P)); K(x)]`` and ``[V(LN1(P)); V(x)]`` (why this equals the token
+form: ``docs/en/advanced_guides/prompted_vit.md``, "Fused prompts"). The
+layer functions here work on an mmpretrain ``TransformerEncoderLayer``
+(``ln1``, ``attn.qkv``, ``attn.proj``, ``ffn``, ``ln2``); the Swin form is in
+:mod:`vpt_mm.backbones.swin` and shares :func:`project_heads` and
+:func:`checkpointed` (activation checkpointing, ``with_cp``).
 """
 from __future__ import annotations
 

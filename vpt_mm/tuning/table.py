@@ -8,7 +8,7 @@ as a multiple of one backbone (Full on the 24 VTAB + FGVC tasks: 24.02x).
 """
 from __future__ import annotations
 
-import copy
+import os.path as osp
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -16,64 +16,72 @@ import torch.nn as nn
 
 from .accounting import count_parameters, truncate_decimals
 
-#: Backbones of the paper: the plain mmpretrain backbone (baselines), its
-#: prompted type (VPT), the neck and the feature width.
-BACKBONES = {
-    'vit-b16': dict(backbone=dict(type='VisionTransformer', arch='b',
-                                  img_size=224, patch_size=16),
-                    prompted='PromptedViT', neck=None, width=768),
-    'vit-l16': dict(backbone=dict(type='VisionTransformer', arch='l',
-                                  img_size=224, patch_size=16),
-                    prompted='PromptedViT', neck=None, width=1024),
-    'vit-h14': dict(backbone=dict(type='VisionTransformer', arch='h',
-                                  img_size=224, patch_size=14),
-                    prompted='PromptedViT', neck=None, width=1280),
-    'swin-b': dict(backbone=dict(type='SwinTransformer', arch='base',
-                                 img_size=224, window_size=7,
-                                 out_indices=(3, )),
-                   prompted='PromptedSwin',
-                   neck=dict(type='GlobalAveragePooling'), width=1024),
-    'convnext-b': dict(backbone=dict(type='ConvNeXt', arch='base'),
-                       prompted='PromptedConvNeXt', neck=None, width=1024),
-    'resnet-50': dict(backbone=dict(type='ResNet', depth=50,
-                                    out_indices=(3, )),
-                      prompted='PromptedResNet',
-                      neck=dict(type='GlobalAveragePooling'), width=2048),
-}
+#: Backbones of the paper, each the model config
+#: ``configs/_base_/models/vpt_<name>.py`` (the one the benchmark configs
+#: inherit); the baselines use the same backbone without prompts.
+BACKBONES = ('vit-b16', 'vit-l16', 'vit-h14', 'swin-b', 'convnext-b',
+             'resnet-50')
+#: The repository's configs folder (an editable install's checkout).
+CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(
+    __file__)))), 'configs')
+
+
+def model_config(backbone: str, configs: str = CONFIGS) -> dict:
+    """The VPT model config of a backbone of :data:`BACKBONES`, read from
+    ``configs/_base_/models/vpt_<backbone>.py``.
+
+    Raises:
+        ValueError: For another backbone name.
+        FileNotFoundError: Naming the config file, if ``configs`` lacks it
+            (a non-editable install has no configs folder: pass the
+            checkout's).
+    """
+    from mmengine.config import Config
+    if backbone not in BACKBONES:
+        raise ValueError(f'Unknown backbone {backbone!r}; choose from '
+                         f'{list(BACKBONES)}')
+    path = osp.join(configs, '_base_', 'models', f'vpt_{backbone}.py')
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'{path} does not exist: the parameter table reads the model '
+            "configs of vpt_mm's checkout (configs/); pass its folder")
+    return Config.fromfile(path).model.to_dict()
 
 
 def build_tuned(backbone: str, tuning: dict, num_classes: int = 2,
                 num_tokens: Optional[int] = None,
-                deep: bool = True) -> nn.Module:
-    """A randomly initialised :class:`TunedClassifier` of :data:`BACKBONES`.
+                deep: bool = True, configs: str = CONFIGS) -> nn.Module:
+    """A randomly initialised :class:`TunedClassifier` of a backbone of
+    :data:`BACKBONES` (its config, :func:`model_config`).
 
     Args:
-        backbone (str): A key of :data:`BACKBONES`.
+        backbone (str): A name of :data:`BACKBONES`.
         tuning (dict): The protocol, e.g. ``dict(type='Adapter')``.
         num_classes (int): Classes of the linear head. Defaults to 2.
         num_tokens (int, optional): p, for the VPT protocols.
         deep (bool): VPT-Deep (True) or VPT-Shallow. ConvNets have one
             kind of prompt (a pixel frame) and ignore it.
+        configs (str): The configs folder. Defaults to :data:`CONFIGS`.
     """
     from mmpretrain.registry import MODELS
-    if backbone not in BACKBONES:
-        raise ValueError(f'Unknown backbone {backbone!r}; choose from '
-                         f'{list(BACKBONES)}')
-    spec = BACKBONES[backbone]
-    cfg = copy.deepcopy(spec['backbone'])
+
+    from ..backbones import PromptedConvNeXt, PromptedResNet
+    from ..backbones.frozen import unprompted_model_cfg
+    from ..registry import PRETRAIN_MODELS
+    cfg = model_config(backbone, configs)
+    cfg['backbone'].pop('init_cfg', None)
     if tuning['type'].startswith('VPT'):
         if not num_tokens:
             raise ValueError(f'{tuning["type"]} needs num_tokens')
-        cfg['type'] = spec['prompted']
-        convnet = spec['prompted'] in ('PromptedConvNeXt', 'PromptedResNet')
-        cfg['prompt_cfg'] = dict(num_tokens=num_tokens) if convnet else \
-            dict(num_tokens=num_tokens, deep=deep)
-    return MODELS.build(dict(
-        _scope_='mmpretrain', type='TunedClassifier', tuning=tuning,
-        backbone=cfg,
-        neck=spec['neck'],
-        head=dict(type='LinearClsHead', num_classes=num_classes,
-                  in_channels=spec['width'])))
+        convnet = issubclass(PRETRAIN_MODELS.get(cfg['backbone']['type']),
+                             (PromptedConvNeXt, PromptedResNet))
+        cfg['backbone']['prompt_cfg'] = dict(num_tokens=num_tokens) \
+            if convnet else dict(num_tokens=num_tokens, deep=deep)
+    else:
+        cfg = unprompted_model_cfg(cfg)
+    cfg.update(_scope_='mmpretrain', type='TunedClassifier', tuning=tuning)
+    cfg['head'] = dict(cfg['head'], num_classes=num_classes)
+    return MODELS.build(cfg)
 
 
 @dataclass
@@ -120,7 +128,7 @@ def protocol_cost(backbone: str, tuning: dict, class_counts: Sequence[int],
     """Count one protocol over a list of tasks.
 
     Args:
-        backbone (str): A key of :data:`BACKBONES`.
+        backbone (str): A name of :data:`BACKBONES`.
         tuning (dict): The protocol.
         class_counts (Sequence[int]): Classes of every task.
         num_tokens (Sequence[int]): p of every task (VPT protocols).
