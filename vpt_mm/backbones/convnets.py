@@ -53,8 +53,7 @@ class PaddingPromptMixin(FrozenBackboneMixin):
                 this model's own. :meth:`PromptPlan.empty` runs the frozen
                 ConvNet on the image alone.
         """
-        plan = plan or PromptPlan.single(self.task_prompts())
-        return super().forward(plan.frame(x))
+        return super().forward(self.prompt_plan(plan).frame(x))
 
 
 @register_model()

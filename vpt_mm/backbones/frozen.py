@@ -1,7 +1,7 @@
 """The frozen-backbone contract shared by every prompted backbone."""
 from __future__ import annotations
 
-from typing import ClassVar, Sequence, Tuple
+from typing import ClassVar, FrozenSet, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from mmpretrain.models.backbones import VisionTransformer
@@ -14,6 +14,7 @@ from ..checkpoints import (
     load_pretrained_backbone,
 )
 from ..freeze import set_frozen_modes, set_trainable
+from ..prompts.plan import PromptPlan
 from ..registry import register_model
 from ..validation import require_bool, require_str_list
 
@@ -111,6 +112,18 @@ class FrozenBackboneMixin:
             set_trainable(self, self.trainable)
         self.train(self.training)
         self._register_load_state_dict_pre_hook(self._check_loaded_file)
+
+    def _fused_for(self, fuse: Optional[bool]) -> FrozenSet[int]:
+        """The layers that run fused with ``fuse_prompts=fuse``; by default
+        as :meth:`fuse` set them (prompted backbones with a fused form)."""
+        if fuse is None:
+            return frozenset(self.fused_layers)
+        return frozenset(self._fused_layers(fuse))
+
+    def prompt_plan(self, plan: Optional[PromptPlan] = None) -> PromptPlan:
+        """``plan``, or this model's own: the plan of its one task
+        (``task_prompts()``), what a forward without a plan runs."""
+        return plan or PromptPlan.single(self.task_prompts())
 
     def _check_loaded_file(self, state_dict, prefix, local_metadata,
                             *args) -> None:

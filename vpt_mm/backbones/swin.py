@@ -486,9 +486,7 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
                                for j in prompt.layer_ids})
             first += len(stage.blocks)
         num_tokens = next(iter(self.prompt.values())).num_tokens
-        fused = self.fused_layers if fuse is None else \
-            self._fused_layers(fuse)
-        return TaskPrompts(layers, frozenset(fused), num_tokens)
+        return TaskPrompts(layers, self._fused_for(fuse), num_tokens)
 
     def forward(self, x: torch.Tensor,
                 plan: Optional[PromptPlan] = None) -> Tuple[torch.Tensor, ...]:
@@ -496,10 +494,10 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
 
         Args:
             x (torch.Tensor): Images.
-            plan (PromptPlan, optional): The prompts of each sample; by
-                default this model's own (:meth:`task_prompts`).
+            plan (PromptPlan, optional): Each sample's prompts
+                (:meth:`prompt_plan`).
         """
-        plan = plan or PromptPlan.single(self.task_prompts())
+        plan = self.prompt_plan(plan)
         B = x.shape[0]
         x, hw_shape = self.patch_embed(x)
         if self.use_abs_pos_embed:

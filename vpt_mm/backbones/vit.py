@@ -185,11 +185,9 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             fuse (bool, optional): Fused form where exact (True) or the
                 token form (False); by default as :meth:`fuse` set it.
         """
-        fused = self.fused_layers if fuse is None else \
-            self._fused_layers(fuse)
         return TaskPrompts({i: (self.prompt, i)
                             for i in self.prompt.layer_ids},
-                           frozenset(fused), self.prompt.num_tokens)
+                           self._fused_for(fuse), self.prompt.num_tokens)
 
     def _prompt_kv(self, i: int, x: torch.Tensor
                    ) -> Callable[[VisualPrompt, int, int], KV]:
@@ -216,14 +214,18 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
 
     def forward(self, x: torch.Tensor,
                 plan: Optional[PromptPlan] = None) -> Tuple[torch.Tensor, ...]:
-        """Forward images (B, C, H, W) to the features of ``out_indices``.
+        """The ``out_indices`` outputs of images, in the form of ``out_type``.
 
         Args:
-            x (torch.Tensor): Images.
-            plan (PromptPlan, optional): The prompts of each sample; by
-                default this model's own (:meth:`task_prompts`).
+            x (torch.Tensor): (B, C, H, W); another size than ``img_size``
+                resizes the position embeddings (and ``'add'`` prompts).
+            plan (PromptPlan, optional): Each sample's prompts
+                (:meth:`prompt_plan`).
+
+        Returns:
+            tuple[torch.Tensor]: One output per ``out_indices`` layer.
         """
-        plan = plan or PromptPlan.single(self.task_prompts())
+        plan = self.prompt_plan(plan)
         B = x.shape[0]
         x, patch_resolution = self.patch_embed(x)
         if self.prompt.location == 'concat-channel':
