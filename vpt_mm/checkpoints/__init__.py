@@ -22,22 +22,41 @@ One module per kind of file, and what they share:
   :mod:`~vpt_mm.checkpoints.strict` (key checking).
 """
 from .loading import (
-    SAFETENSORS_SCHEME, check_full_source, check_tuned_source,
-    check_whole_model, guard_whole_model, load_from_tuned,
-    load_from_vpt_mm, load_model_checkpoint, load_verified_checkpoint,
+    SAFETENSORS_SCHEME,
+    check_full_source,
+    check_tuned_source,
+    check_whole_model,
+    guard_whole_model,
+    load_from_tuned,
+    load_from_vpt_mm,
+    load_model_checkpoint,
+    load_verified_checkpoint,
     register_checkpoint_schemes,
 )
 from .pretrained import load_pretrained_backbone
 from .records import (
-    CHECKPOINT_META_KEY, READOUT_OPTIONS, backbone_source, check_task,
-    frozen_fingerprint, frozen_keys, readout_of, recorded_task, task_of,
+    CHECKPOINT_META_KEY,
+    READOUT_OPTIONS,
+    backbone_source,
+    check_task,
+    frozen_fingerprint,
+    frozen_keys,
+    readout_of,
+    recorded_task,
+    task_of,
     tuned_state_dict,
 )
 from .strict import NOT_THIS_CONFIG, extract_state_dict
 from .training import (
-    CHECKSUMMED, checkpoint_record, load_full_checkpoint,
-    load_training_checkpoint, omit_frozen, omits_frozen, record_of,
-    state_dict_without_frozen, verify_checkpoint,
+    CHECKSUMMED,
+    checkpoint_record,
+    load_full_checkpoint,
+    load_training_checkpoint,
+    omit_frozen,
+    omits_frozen,
+    record_of,
+    state_dict_without_frozen,
+    verify_checkpoint,
 )
 from .tuned import TUNED_FORMAT, load_tuned, read_tuned, save_tuned
 
