@@ -83,6 +83,5 @@ def _json_scalar(value: object) -> object:
 
 def write_json(obj: object, path: str) -> None:
     """Write ``obj`` as json atomically: the file is complete or absent."""
-    text = json.dumps(obj, indent=2, default=_json_scalar) + '\n'
-    with atomic_file(path) as f:
-        f.write(text)
+    atomic_write_text(
+        path, json.dumps(obj, indent=2, default=_json_scalar) + '\n')

@@ -261,8 +261,8 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
                 if keep is None:
                     x = checkpointed(self.with_cp, layer, x)
                 else:
-                    keep = F.pad(F.pad(keep, (n, 0), value=True),
-                                 (0, x.shape[1] - n - keep.shape[1]),
+                    # [extra tokens, prompts, patches]: only prompts masked
+                    keep = F.pad(keep, (n, x.shape[1] - n - keep.shape[1]),
                                  value=True)
                     x = checkpointed(self.with_cp, masked_layer_forward,
                                      layer, x, keep)

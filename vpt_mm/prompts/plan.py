@@ -23,6 +23,7 @@ import torch
 
 from .base import PromptModule
 from .fused import KV
+from .prompt import VisualPrompt
 
 #: A prompted layer's prompt module and the layer's index in that module.
 Entry = Tuple[PromptModule, int]
@@ -86,6 +87,7 @@ class PromptPlan:
         # (B, width) bool: the prompt positions holding a sample's own
         # prompts, for a plan of several tasks once prompts have entered.
         self.valid: Optional[torch.Tensor] = None
+        self._own: Optional[torch.Tensor] = None
 
     @classmethod
     def single(cls, task: TaskPrompts) -> 'PromptPlan':
@@ -113,13 +115,16 @@ class PromptPlan:
         """Whether ``layer`` runs in the fused form for this batch."""
         return layer in self.fused
 
-    def _positions(self, device: torch.device) -> torch.Tensor:
-        """(tasks, width) bool: the positions each task's prompts fill."""
-        positions = torch.zeros(len(self.tasks), self.width,
-                                dtype=torch.bool, device=device)
-        for t in self.present:
-            positions[t, :self.tasks[t].num_tokens] = True
-        return positions
+    def _own_positions(self, device: torch.device) -> torch.Tensor:
+        """(B, width) bool: the positions each sample's own prompts fill
+        (made once per plan)."""
+        if self._own is None:
+            positions = torch.zeros(len(self.tasks), self.width,
+                                    dtype=torch.bool, device=device)
+            for t in self.present:
+                positions[t, :self.tasks[t].num_tokens] = True
+            self._own = positions[self.task_of]
+        return self._own
 
     def replace(self, layer: int, prompts: Optional[torch.Tensor],
                 like: torch.Tensor) -> Optional[torch.Tensor]:
@@ -160,7 +165,7 @@ class PromptPlan:
         new = table[self.task_of]
         if prompts is not None:
             new = torch.where(rows[:, None, None], new, prompts)
-        filled = self._positions(like.device)[self.task_of] & rows[:, None]
+        filled = self._own_positions(like.device) & rows[:, None]
         self.valid = filled if self.valid is None else self.valid | filled
         return new
 
@@ -190,21 +195,21 @@ class PromptPlan:
                                  embed=embed)
         if not self.enters(layer):
             return x
-        n = num_extra_tokens
-        p = x.shape[1] - n - int(hw[0]) * int(hw[1])
-        carried = x[:, n:n + p] if p else None
-        patches = x[:, n + p:]
-        prompts = self.replace(layer, carried, patches)
-        return torch.cat([x[:, :n], prompts, patches], dim=1)
+        extra, carried, patches = VisualPrompt.split(
+            x, num_extra_tokens, int(hw[0]) * int(hw[1]))
+        prompts = self.replace(layer, carried if carried.shape[1] else None,
+                               patches)
+        return torch.cat([extra, prompts, patches], dim=1)
 
     def strip(self, x: torch.Tensor, num_extra_tokens: int,
               hw: Sequence[int]) -> torch.Tensor:
         """Drop the prompt tokens of a sequence (those of a fused layer's
         input, replaced there and never read)."""
         self.valid = None
-        n = num_extra_tokens
-        p = x.shape[1] - n - int(hw[0]) * int(hw[1])
-        return x if p == 0 else torch.cat([x[:, :n], x[:, n + p:]], dim=1)
+        extra, prompts, patches = VisualPrompt.split(
+            x, num_extra_tokens, int(hw[0]) * int(hw[1]))
+        return x if prompts.shape[1] == 0 else torch.cat([extra, patches],
+                                                         dim=1)
 
     def drop(self) -> None:
         """Forget the carried prompts (fused layers, dropping merges)."""
@@ -249,7 +254,7 @@ class PromptPlan:
         for t, (pk, pv) in kvs.items():
             k[t, :, :pk.shape[2]] = pk[0]
             v[t, :, :pv.shape[2]] = pv[0]
-        keep = self._positions(like.device)[self.task_of]
+        keep = self._own_positions(like.device)
         return (k[self.task_of], v[self.task_of]), \
             None if bool(keep.all()) else keep
 
