@@ -4,7 +4,7 @@ import pytest
 import torch
 from mmpretrain.registry import MODELS
 
-from tests.conftest import TINY, tiny_vit
+from tests.conftest import TINY, perturb_tuned, tiny_vit
 from vpt_mm.checkpoints import (
     load_pretrained_backbone,
     load_tuned,
@@ -316,3 +316,126 @@ def test_local_scheme_leaves_other_files_as_mmengine_reads_them(tmp_path):
         type(theirs['state_dict']._metadata)
     for key, value in theirs['state_dict'].items():
         assert torch.equal(ours['state_dict'][key], value)
+
+
+def save_small_checkpoint(model, path):
+    """Save ``model`` as a training checkpoint without its frozen backbone,
+    with vpt_mm's record, as VPTRunner does; returns ``path``."""
+    from vpt_mm.checkpoints import (
+        CHECKPOINT_META_KEY,
+        checkpoint_record,
+        omit_frozen,
+    )
+    ckpt = dict(meta=dict(epoch=1),
+                state_dict=omit_frozen(model, model.state_dict()))
+    ckpt['meta'][CHECKPOINT_META_KEY] = checkpoint_record(model, ckpt,
+                                                          omits=True)
+    torch.save(ckpt, path)
+    return path
+
+
+def _frozen_vit_classifier(pretrained):
+    """A head-only (Linear) classifier: its frozen backbone has no tensor in
+    a tuned-only file."""
+    return MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='FrozenViT', arch=TINY, img_size=32, patch_size=8,
+                      init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
+
+
+@pytest.mark.parametrize('build', ['prompted', 'frozen'])
+@pytest.mark.parametrize('kind', ['tuned', 'small'])
+def test_generic_loader_brings_the_backbone_through_plain_metadata(
+        tmp_path, pretrained, monkeypatch, build, kind):
+    """mmengine's load_checkpoint into a model that was never initialised
+    (mmpretrain's get_model): the file's record reaches the modules as a
+    plain OrderedDict of plain dicts, the frozen backbone comes from the
+    config's pretrained checkpoint (through load_pretrained, never
+    init_weights), and the outputs equal vpt_mm's own loader's. A backbone
+    with no tensor in the file (head-only) is brought in by its model."""
+    from collections import OrderedDict
+
+    from mmengine.runner import load_checkpoint
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from vpt_mm.backbones import FrozenBackboneMixin
+    from vpt_mm.checkpoints import (
+        FILE_RECORD_KEY,
+        file_record,
+        load_model_checkpoint,
+    )
+    make = (_frozen_vit_classifier if build == 'frozen' else
+            lambda p: classifier(pretrained=p))
+    model = make(pretrained)
+    model.init_weights()
+    perturb_tuned(model, seed=1)
+    if kind == 'tuned':
+        path = str(tmp_path / 'task.safetensors')
+        save_tuned(model, path)
+    else:
+        path = save_small_checkpoint(model, str(tmp_path / 'epoch_1.pth'))
+    state = CheckpointLoader.load_checkpoint(path)['state_dict']
+    metadata = state._metadata
+    assert type(metadata) is OrderedDict
+    assert all(type(entry) is dict for entry in metadata.values())
+    assert file_record(state) is metadata[''][FILE_RECORD_KEY]
+    assert file_record(state)['filename'] == path
+    ref = make(pretrained)
+    load_model_checkpoint(ref, path)
+
+    def never(self):
+        raise AssertionError('init_weights called during a load')
+
+    monkeypatch.setattr(FrozenBackboneMixin, 'init_weights', never)
+    fresh = make(pretrained)
+    load_checkpoint(fresh, path)
+    x = torch.rand(2, 3, 32, 32)
+    ref.eval()
+    fresh.eval()
+    assert torch.equal(fresh(x, mode='tensor'), ref(x, mode='tensor'))
+    assert torch.equal(fresh(x, mode='tensor'), model.eval()(x,
+                                                              mode='tensor'))
+    # Another backbone is refused, naming both fingerprints.
+    other = tmp_path / 'other.pth'
+    saved = torch.load(pretrained)
+    saved['state_dict']['ln1.weight'] += 1
+    torch.save(saved, other)
+    with pytest.raises(ValueError, match='fingerprint'):
+        load_checkpoint(make(str(other)), path)
+
+
+def test_every_model_holding_a_vpt_mm_backbone_is_guarded(tmp_path,
+                                                          pretrained):
+    """A module wrapping a classifier is guarded too, so a vpt_mm file
+    loaded into the wrapper is checked whole (here: its keys lack the
+    wrapper's prefix)."""
+    from mmengine.runner import load_checkpoint
+
+    from vpt_mm.checkpoints import is_guarded
+    model = classifier(pretrained=pretrained)
+    model.init_weights()
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(model, path)
+    wrapper = torch.nn.Module()
+    wrapper.model = classifier(pretrained=pretrained)
+    assert is_guarded(wrapper) and is_guarded(wrapper.model)
+    assert not is_guarded(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match='does not fit the model'):
+        load_checkpoint(wrapper, path)
+
+
+def test_own_loader_applies_its_options_to_a_file_read_with_its_record(
+        tmp_path, pretrained):
+    """load_model_checkpoint reads a small training checkpoint through the
+    scheme that attaches the file's record; its allow_other_backbone then
+    holds (the modules do not check the record again, without it)."""
+    from vpt_mm.checkpoints import load_model_checkpoint
+    model = classifier(pretrained=pretrained)
+    model.init_weights()
+    path = save_small_checkpoint(model, str(tmp_path / 'epoch_1.pth'))
+    with pytest.raises(ValueError, match='fingerprint'):
+        load_model_checkpoint(classifier(), path)
+    other = classifier()
+    load_model_checkpoint(other, path, allow_other_backbone=True)
+    assert torch.equal(other.head.fc.weight, model.head.fc.weight)

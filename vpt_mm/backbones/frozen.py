@@ -7,12 +7,7 @@ import torch.nn as nn
 from mmpretrain.models.backbones import VisionTransformer
 from torch.nn.modules.module import register_module_module_registration_hook
 
-from ..checkpoints import (
-    check_full_source,
-    check_tuned_source,
-    guard_whole_model,
-    load_pretrained_backbone,
-)
+from ..checkpoints import guard_loads, is_guarded, load_pretrained_backbone
 from ..freeze import set_frozen_modes, set_trainable
 from ..prompts.plan import PromptPlan
 from ..registry import register_model
@@ -20,13 +15,12 @@ from ..validation import require_bool, require_str_list
 
 
 def _guard_parent(parent: nn.Module, name: str, child: object) -> None:
-    """Module registration hook: a model given a vpt_mm backbone checks
-    that a vpt_mm file loaded into it fits it whole
-    (:func:`~vpt_mm.checkpoints.check_whole_model`). Acts on no other
-    module."""
-    if (isinstance(child, FrozenBackboneMixin)
-            and not isinstance(parent, FrozenBackboneMixin)):
-        guard_whole_model(parent)
+    """Module registration hook: a model given a module that checks the
+    vpt_mm files loaded into it (a vpt_mm backbone, or a model holding one)
+    checks them too, whole (:func:`~vpt_mm.checkpoints.guard_loads`). Acts
+    on no other module."""
+    if isinstance(child, nn.Module) and is_guarded(child):
+        guard_loads(parent)
 
 
 class FrozenBackboneMixin:
@@ -44,16 +38,13 @@ class FrozenBackboneMixin:
       re-enables a frozen layer's dropout, drop-path or normalisation
       statistics.
     - :meth:`init_weights` loads ``init_cfg=dict(type='Pretrained', ...)``
-      strictly: only prompt keys may be missing.
-    - A tuned-only ``.safetensors`` file loaded by a generic mmengine loader
-      (e.g. mmpretrain's ``ImageClassificationInferencer(cfg,
-      pretrained=FILE)``) first loads the pretrained backbone and checks
-      that it is the one the file was trained on
-      (:func:`~vpt_mm.checkpoints.check_tuned_source`); a vpt_mm training
-      checkpoint loaded that way must fit exactly
-      (:func:`~vpt_mm.checkpoints.check_full_source`). The model that holds
-      the backbone (a classifier, a segmentor) checks that such a file fits
-      it whole, head included (:func:`_guard_parent`).
+      strictly (:meth:`load_pretrained`): only prompt keys may be missing.
+    - A vpt_mm file loaded by a generic mmengine loader (e.g. mmpretrain's
+      ``ImageClassificationInferencer(cfg, pretrained=FILE)``) must fit
+      exactly; a tuned-only file first gets the pretrained backbone it was
+      trained on (:func:`~vpt_mm.checkpoints.guard_loads`). The model that
+      holds the backbone (a classifier, a segmentor) checks that such a file
+      fits it whole, head included (:func:`_guard_parent`).
     """
 
     freeze_backbone = False
@@ -111,7 +102,7 @@ class FrozenBackboneMixin:
         if freeze:
             set_trainable(self, self.trainable)
         self.train(self.training)
-        self._register_load_state_dict_pre_hook(self._check_loaded_file)
+        guard_loads(self, self.load_pretrained)
 
     def _fused_for(self, fuse: Optional[bool]) -> FrozenSet[int]:
         """The layers that run fused with ``fuse_prompts=fuse``; by default
@@ -124,11 +115,6 @@ class FrozenBackboneMixin:
         """``plan``, or this model's own: the plan of its one task
         (``task_prompts()``), what a forward without a plan runs."""
         return plan or PromptPlan.single(self.task_prompts())
-
-    def _check_loaded_file(self, state_dict, prefix, local_metadata,
-                            *args) -> None:
-        check_full_source(self, state_dict, prefix, local_metadata)
-        check_tuned_source(self, state_dict, prefix, local_metadata)
 
     def train(self, mode: bool = True):
         """Train mode, with the frozen parts in eval mode
@@ -145,15 +131,26 @@ class FrozenBackboneMixin:
             return [k for k in keys if k.startswith('ln1.')]
         return []
 
+    def load_pretrained(self) -> bool:
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly
+        (:func:`~vpt_mm.checkpoints.load_pretrained_backbone`).
+
+        Returns:
+            bool: False if ``init_cfg`` names no pretrained checkpoint.
+        """
+        init_cfg = self.init_cfg
+        if not (isinstance(init_cfg, dict)
+                and init_cfg.get('type') == 'Pretrained'):
+            return False
+        load_pretrained_backbone(self, init_cfg['checkpoint'],
+                                 prefix=init_cfg.get('prefix'))
+        self._is_init = True
+        return True
+
     def init_weights(self) -> None:
         """Load a pretrained backbone strictly, or initialise as upstream."""
-        init_cfg = self.init_cfg
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            load_pretrained_backbone(
-                self, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'))
-            self._is_init = True
-            return
-        super().init_weights()
+        if not self.load_pretrained():
+            super().init_weights()
 
 
 def unprompted_model_cfg(model_cfg: dict) -> dict:

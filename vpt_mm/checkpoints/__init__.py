@@ -15,18 +15,17 @@ One module per kind of file, and what they share:
   :func:`load_full_checkpoint`, :func:`load_training_checkpoint`);
 - :mod:`~vpt_mm.checkpoints.loading`: reading any file
   (:func:`load_model_checkpoint`, :func:`load_verified_checkpoint`) and
-  mmengine's loaders (the ``CheckpointLoader`` schemes and the load
-  pre-hooks through which generic loaders load strictly too);
+  mmengine's loaders (the ``CheckpointLoader`` schemes attach a file's
+  record to its state dict; the one load pre-hook, :func:`guard_loads`,
+  checks it, so generic loaders load strictly too);
 - :mod:`~vpt_mm.checkpoints.records` (what files record: task, readout,
   frozen keys, fingerprints, and the checks between them) and
   :mod:`~vpt_mm.checkpoints.strict` (key checking).
 """
 from .loading import (
     SAFETENSORS_SCHEME,
-    check_full_source,
-    check_tuned_source,
-    check_whole_model,
-    guard_whole_model,
+    guard_loads,
+    is_guarded,
     load_from_tuned,
     load_from_vpt_mm,
     load_model_checkpoint,
@@ -36,9 +35,13 @@ from .loading import (
 from .pretrained import load_pretrained_backbone
 from .records import (
     CHECKPOINT_META_KEY,
+    FILE_RECORD_KEY,
     READOUT_OPTIONS,
+    attach_file_record,
     backbone_source,
     check_task,
+    detach_file_record,
+    file_record,
     frozen_fingerprint,
     frozen_keys,
     readout_of,
@@ -61,12 +64,13 @@ from .training import (
 from .tuned import TUNED_FORMAT, load_tuned, read_tuned, save_tuned
 
 __all__ = [
-    'CHECKPOINT_META_KEY', 'CHECKSUMMED', 'NOT_THIS_CONFIG',
-    'READOUT_OPTIONS', 'SAFETENSORS_SCHEME', 'TUNED_FORMAT',
-    'backbone_source', 'check_full_source', 'check_task',
-    'check_tuned_source', 'check_whole_model', 'checkpoint_record',
-    'extract_state_dict', 'frozen_fingerprint', 'frozen_keys',
-    'guard_whole_model', 'load_from_tuned', 'load_from_vpt_mm',
+    'CHECKPOINT_META_KEY', 'CHECKSUMMED', 'FILE_RECORD_KEY',
+    'NOT_THIS_CONFIG', 'READOUT_OPTIONS', 'SAFETENSORS_SCHEME',
+    'TUNED_FORMAT', 'attach_file_record', 'backbone_source', 'check_task',
+    'checkpoint_record', 'detach_file_record', 'extract_state_dict',
+    'file_record',
+    'frozen_fingerprint', 'frozen_keys', 'guard_loads', 'is_guarded',
+    'load_from_tuned', 'load_from_vpt_mm',
     'load_full_checkpoint', 'load_model_checkpoint',
     'load_pretrained_backbone', 'load_training_checkpoint', 'load_tuned',
     'load_verified_checkpoint', 'omit_frozen', 'omits_frozen',

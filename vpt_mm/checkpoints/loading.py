@@ -5,15 +5,15 @@ model (the tools outside a runner). mmengine's ``CheckpointLoader`` reads
 ``*.safetensors`` paths through :func:`load_from_tuned` and local files
 through :func:`load_from_vpt_mm` (registered by
 :func:`register_checkpoint_schemes` on ``import vpt_mm``); the state dicts
-they return carry the file's record in ``_metadata`` for the load
-pre-hooks of vpt_mm's modules (:func:`check_whole_model`,
-:func:`check_full_source`, :func:`check_tuned_source`), so generic
-non-strict loaders (mmpretrain's inferencer) load strictly too."""
+they return carry the file's record in their load metadata
+(:func:`attach_file_record`), which the one load pre-hook of vpt_mm's
+models (:func:`guard_loads`) checks, so generic non-strict loaders
+(mmpretrain's inferencer) load strictly too. The mechanism is described in
+``docs/en/advanced_guides/checkpoints.md``."""
 from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 from typing import Callable, Optional, Tuple
 
 import torch.nn as nn
@@ -21,9 +21,13 @@ import torch.nn as nn
 from ..integrity import check_finite
 from .records import (
     CHECKPOINT_META_KEY,
+    FILE_RECORD_KEY,
+    _backbone_of,
     _check_fingerprint,
     _check_prompt_meta,
+    attach_file_record,
     check_task,
+    file_record,
     frozen_fingerprint,
     frozen_keys,
     recorded_task,
@@ -56,7 +60,7 @@ def load_verified_checkpoint(filename: str,
     checkpoint = _load_checkpoint(filename, map_location=map_location)
     state = checkpoint.get('state_dict') if isinstance(checkpoint,
                                                        dict) else None
-    if isinstance(getattr(state, '_metadata', None), _CheckpointMarker):
+    if state is not None and file_record(state) is not None:
         return checkpoint, True
     return checkpoint, verify_checkpoint(checkpoint, filename)
 
@@ -104,62 +108,23 @@ def load_model_checkpoint(model: nn.Module,
     return checkpoint.get('meta') or {}
 
 
-class _TunedMarker(dict):
-    """``state_dict._metadata`` of a tuned-only file read by mmengine's
-    generic loader: every module's ``local_metadata`` carries the file's
-    record, so a prompted backbone's load pre-hook can recognise it."""
-
-    def __init__(self, record: dict) -> None:
-        super().__init__()
-        self.record = record
-
-    def get(self, key, default=None):
-        return {'vpt_mm_tuned': self.record}
-
-
 def load_from_tuned(filename: str, map_location=None) -> dict:
     """mmengine ``CheckpointLoader`` scheme of ``*.safetensors`` paths.
 
     Used by every generic mmengine loader (``load_checkpoint``, the
     mmpretrain and mmseg inferencers). The file is verified
-    (:func:`read_tuned`); its state dict carries the file's record, which
-    :func:`check_tuned_source` (called by the prompted backbones' load
-    pre-hook) uses to rebuild and verify the frozen backbone.
+    (:func:`read_tuned`); its state dict carries the file's record
+    (:func:`attach_file_record`), from which the load pre-hook of vpt_mm's
+    models (:func:`guard_loads`) loads and verifies the frozen backbone.
     """
     state, meta = read_tuned(filename)
-    state = OrderedDict(state)
-    state._metadata = _TunedMarker(dict(meta, filename=filename))
+    state = attach_file_record(state, dict(meta, kind='tuned',
+                                           filename=filename))
     info = dict(vpt_mm_tuned=filename)
     classes = recorded_task(meta)['classes']
     if classes is not None:  # what mmpretrain's inferencer labels with
         info['dataset_meta'] = dict(classes=classes)
     return dict(state_dict=state, meta=info)
-
-
-class _CheckpointMarker(dict):
-    """``state_dict._metadata`` of a vpt_mm training checkpoint read by
-    mmengine's generic loader: each module's ``local_metadata`` is the saved
-    one plus the checkpoint's name, so the load pre-hooks of vpt_mm's
-    backbones and ``TunedClassifier`` check their keys strictly."""
-
-    def __init__(self, metadata: Optional[dict], filename: str,
-                 record: dict) -> None:
-        super().__init__(metadata or {})
-        self.filename = filename
-        self.record = record
-
-    def get(self, key, default=None):
-        entry = dict(super().get(key, default) or {})
-        entry['vpt_mm_checkpoint'] = self.filename
-        entry['vpt_mm_readout'] = self.record.get('readout')
-        if self.record.get('omits_frozen'):
-            # The backbone comes from its pretrained checkpoint, as for a
-            # tuned-only file (check_tuned_source).
-            entry['vpt_mm_omits_frozen'] = True
-            entry['vpt_mm_tuned'] = dict(
-                filename=self.filename,
-                backbone_fingerprint=self.record.get('backbone_fingerprint'))
-        return entry
 
 
 def _read_local(filename: str, map_location=None):
@@ -188,10 +153,10 @@ def load_from_vpt_mm(filename: str, map_location=None) -> dict:
 
     mmengine's own reader, plus, for a checkpoint written by vpt_mm (one
     with ``meta['vpt_mm']``): the recorded sha256 is verified, non-finite
-    tensors are refused, and the state dict is marked so that the modules
-    of vpt_mm load it strictly (:func:`check_full_source`) even when the
-    caller (e.g. mmpretrain's inferencer) loads non-strictly. Other files
-    are returned unchanged.
+    tensors are refused, and the file's record is attached to the state dict
+    (:func:`attach_file_record`) so that vpt_mm's models load it strictly
+    (:func:`guard_loads`) even when the caller (e.g. mmpretrain's
+    inferencer) loads non-strictly. Other files are returned unchanged.
     """
     checkpoint = _read_local(filename, map_location)
     if (isinstance(checkpoint, dict)
@@ -200,122 +165,115 @@ def load_from_vpt_mm(filename: str, map_location=None) -> dict:
         verify_checkpoint(checkpoint, filename)
         state = checkpoint['state_dict']
         check_finite(state, filename)
-        marked = OrderedDict(state)
-        marked._metadata = _CheckpointMarker(
-            getattr(state, '_metadata', None), filename,
-            checkpoint['meta'][CHECKPOINT_META_KEY])
+        record = checkpoint['meta'][CHECKPOINT_META_KEY]
+        marked = attach_file_record(state, dict(
+            kind='checkpoint', filename=filename,
+            readout=record.get('readout'),
+            omits_frozen=bool(record.get('omits_frozen')),
+            backbone_fingerprint=record.get('backbone_fingerprint')),
+            getattr(state, '_metadata', None))
         checkpoint = dict(checkpoint, state_dict=marked)
     return checkpoint
 
 
-def check_full_source(module: nn.Module, state: dict, prefix: str,
-                      local_metadata: dict) -> None:
-    """Load pre-hook: a vpt_mm training checkpoint read by a generic
-    mmengine loader must fit ``module`` exactly (keys and shapes); one saved
-    without its frozen backbone holds every key but those
-    (:func:`frozen_keys`), which the backbone's own pre-hook
-    (:func:`check_tuned_source`) loads from its pretrained checkpoint.
-
-    Raises:
-        ValueError: Naming the first key that does not fit.
-    """
-    source = local_metadata.get('vpt_mm_checkpoint') if local_metadata \
-        else None
-    if not source:
-        return
-    readout = local_metadata.get('vpt_mm_readout')
-    if readout:
-        check_task(dict(readout=readout), module, source)
-    own = {k[len(prefix):]: v for k, v in state.items()
-           if k.startswith(prefix)}
-    expected = module.state_dict()
-    if local_metadata.get('vpt_mm_omits_frozen'):
-        omitted = frozen_keys(module)
-        expected = {k: v for k, v in expected.items() if k not in omitted}
-    _check_fits(expected, own,
-                f'{source} does not fit {type(module).__name__}')
+#: Where :func:`guard_loads` keeps a module's guard: the strict loader of
+#: the pretrained frozen backbone it answers for, or True.
+_GUARD = '_vpt_mm_load_guard'
 
 
-def check_whole_model(module: nn.Module, state: dict, prefix: str,
-                      local_metadata: dict, *args) -> None:
-    """Load pre-hook (``with_module``) of every model that holds a vpt_mm
-    backbone (:func:`guard_whole_model`): a vpt_mm file read by a generic,
-    non-strict mmengine loader (``load_checkpoint``, mmpretrain's
-    ``ImageClassificationInferencer(cfg, pretrained=FILE)``) must fit the
-    whole model, head included. mmengine would only print ``size mismatch
-    for head.fc.weight`` and leave the config's random head in place.
+def guard_loads(module: nn.Module,
+                load_pretrained: Optional[Callable[[], bool]] = None) -> None:
+    """Make ``module`` check every vpt_mm file loaded into it (once).
 
-    Raises:
-        ValueError: Naming the first key that does not fit, or the readout
-            the file was trained with.
-    """
-    if not local_metadata:
-        return
-    if local_metadata.get('vpt_mm_checkpoint'):
-        check_full_source(module, state, prefix, local_metadata)
-        return
-    record = local_metadata.get('vpt_mm_tuned')
-    if not record:
-        return
-    source = record.get('filename', 'tuned-only file')
-    own = {k[len(prefix):]: v for k, v in state.items()
-           if k.startswith(prefix)}
-    check_task(recorded_task(record), module, source)
-    _check_tuned_keys(tuned_state_dict(module), own, source)
+    Registers :func:`_check_loaded_file` as a load pre-hook: a file that
+    carries a record (:func:`attach_file_record`) must fit the module
+    exactly (keys and shapes; a tuned-only file: exactly its tuned tensors),
+    with the readout, task and prompt shapes it was trained with. A file
+    without its frozen backbone (a tuned-only file, a small training
+    checkpoint) needs the one it was trained on: if the module's frozen
+    tensors do not have the recorded fingerprint, ``load_pretrained`` (of
+    the backbone that answers for them) loads them first, and the
+    fingerprint must match then. Generic, non-strict mmengine loaders
+    (``load_checkpoint``, mmpretrain's ``get_model(cfg, pretrained=FILE)``,
+    which never initialises weights) therefore load vpt_mm's files as
+    strictly as vpt_mm's own loaders.
 
-
-def guard_whole_model(model: nn.Module) -> None:
-    """Register :func:`check_whole_model` on ``model`` (once)."""
-    if model.__dict__.get('_vpt_mm_whole_model_check'):
-        return
-    model.__dict__['_vpt_mm_whole_model_check'] = True
-    model._register_load_state_dict_pre_hook(check_whole_model,
-                                             with_module=True)
-
-
-def check_tuned_source(backbone: nn.Module,
-                       state: dict,
-                       prefix: str,
-                       local_metadata: dict,
-                       init: Optional[Callable[[], None]] = None) -> None:
-    """Load pre-hook of the prompted backbones: a tuned-only file loaded by
-    a generic mmengine loader needs the backbone it was trained on.
-
-    If the backbone is not that one and its ``init_cfg`` is a pretrained
-    checkpoint that was not loaded yet (mmpretrain's ``get_model`` never
-    initialises weights), the checkpoint is loaded first. The backbone's
-    keys in the file must be exactly its tuned tensors.
+    vpt_mm's backbones guard themselves, with their
+    :meth:`~vpt_mm.backbones.FrozenBackboneMixin.load_pretrained`; a model
+    that is given a guarded module is guarded in turn (a module
+    registration hook of :mod:`vpt_mm.backbones.frozen`), up to the root.
 
     Args:
-        backbone (nn.Module): The backbone being loaded.
-        state (dict): The state dict being loaded.
-        prefix (str): The backbone's key prefix in ``state``.
-        local_metadata (dict): The backbone's load metadata.
-        init (callable, optional): Loads the pretrained backbone; defaults
-            to ``backbone.init_weights``.
+        module (nn.Module): The module.
+        load_pretrained (callable, optional): For a backbone: loads its
+            pretrained checkpoint strictly, returning False where it has
+            none.
+    """
+    if module.__dict__.get(_GUARD):
+        return
+    module.__dict__[_GUARD] = load_pretrained or True
+    module._register_load_state_dict_pre_hook(_check_loaded_file,
+                                              with_module=True)
+
+
+def is_guarded(module: nn.Module) -> bool:
+    """Whether :func:`guard_loads` guards ``module``."""
+    return bool(module.__dict__.get(_GUARD))
+
+
+def _check_loaded_file(module: nn.Module, state: dict, prefix: str,
+                       local_metadata: dict, *args) -> None:
+    """The load pre-hook of :func:`guard_loads`.
 
     Raises:
-        ValueError: On another backbone (naming both fingerprints) or a key
-            that does not fit.
+        ValueError: Naming the first key that does not fit, the readout,
+            task or prompt shape the file was trained with, or both
+            fingerprints of another frozen backbone.
     """
-    record = local_metadata.get('vpt_mm_tuned') if local_metadata else None
+    record = (local_metadata or {}).get(FILE_RECORD_KEY)
     if not record:
         return
-    source = record.get('filename', 'tuned-only file')
-    _check_prompt_meta({k[len(prefix):]: v for k, v in record.items()
-                        if k.startswith(prefix)}, backbone, source)
-    check_task(recorded_task(record), backbone, source)
-    expected = tuned_state_dict(backbone)
+    source = record['filename']
     own = {k[len(prefix):]: v for k, v in state.items()
            if k.startswith(prefix)}
-    _check_tuned_keys(expected, own, source)
+    if record['kind'] == 'tuned':
+        _check_prompt_meta({k[len(prefix):]: v for k, v in record.items()
+                            if k.startswith(prefix)}, module, source)
+        check_task(recorded_task(record), module, source)
+        _check_tuned_keys(tuned_state_dict(module), own, source)
+    else:
+        if record.get('readout'):
+            check_task(dict(readout=record['readout']), module, source)
+        expected = module.state_dict()
+        if record['omits_frozen']:
+            omitted = frozen_keys(module)
+            expected = {k: v for k, v in expected.items()
+                        if k not in omitted}
+        _check_fits(expected, own,
+                    f'{source} does not fit {type(module).__name__}')
+    if record['kind'] == 'tuned' or record['omits_frozen']:
+        backbone = _backbone_of(module)
+        # One module checks the frozen backbone: the backbone itself where
+        # it holds tensors of the file (it sees the record then), else the
+        # model holding it; a bare backbone at the root of the load always.
+        if backbone is module:
+            answers = bool(own) or not prefix
+        else:
+            answers = not any(k.startswith('backbone.') for k in own)
+        if answers:
+            _check_frozen_backbone(module, backbone, record, source)
+
+
+def _check_frozen_backbone(module: nn.Module, backbone: nn.Module,
+                           record: dict, source: str) -> None:
+    """Bring in the frozen backbone a file was trained on (the backbone's
+    own strict pretrained load) unless ``module`` has it already, and
+    verify its fingerprint."""
     recorded = record.get('backbone_fingerprint')
-    init_cfg = getattr(backbone, 'init_cfg', None)
-    actual = frozen_fingerprint(backbone)
-    if (actual != recorded and isinstance(init_cfg, dict)
-            and init_cfg.get('type') == 'Pretrained'):
-        (init or backbone.init_weights)()
-        actual = frozen_fingerprint(backbone)
+    actual = frozen_fingerprint(module)
+    load = backbone.__dict__.get(_GUARD)
+    if actual != recorded and callable(load) and load():
+        actual = frozen_fingerprint(module)
     _check_fingerprint(recorded, actual, source, allow_other_backbone=False)
 
 

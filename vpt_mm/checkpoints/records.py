@@ -1,10 +1,12 @@
 """What a file records and what a model is: tuned tensors, readout, task,
-frozen keys and the frozen backbone's fingerprint, and the checks between
-them."""
+frozen keys and the frozen backbone's fingerprint, the checks between them,
+and how a file's record travels with its state dict into a load
+(:func:`attach_file_record`)."""
 from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from typing import Dict, Optional
 
 import torch
@@ -242,3 +244,66 @@ def backbone_source(model: nn.Module, recorded: Optional[str],
             'verified)'
     return origin + ', NOT the one the file was trained on ' \
         '(allow_other_backbone)'
+
+
+#: The key of a vpt_mm file's record in each entry of its state dict's
+#: ``_metadata`` (:func:`attach_file_record`).
+FILE_RECORD_KEY = 'vpt_mm_file'
+
+
+def attach_file_record(state: dict,
+                       record: dict,
+                       metadata: Optional[dict] = None) -> OrderedDict:
+    """``state`` with ``record`` in its load metadata: the one way a file's
+    record reaches the modules loading it.
+
+    ``torch`` and mmengine hand each module ``state_dict._metadata[path]``
+    (its *local metadata*) while loading. The returned state dict's
+    ``_metadata`` is a plain ``OrderedDict``: ``metadata`` (the saved one,
+    if any), with ``record`` under :data:`FILE_RECORD_KEY` in the entry of
+    the root (``''``) and of every module path that holds a tensor of the
+    file (or had saved metadata). The load pre-hook of :func:`guard_loads`
+    reads it there.
+
+    Args:
+        state (dict): The file's tensors.
+        record (dict): ``kind`` (``'tuned'`` or ``'checkpoint'``),
+            ``filename``, and what the file records (readout, whether it
+            omits its frozen backbone, the backbone's fingerprint, prompt
+            shapes, task).
+        metadata (dict, optional): The state dict's saved ``_metadata``.
+
+    Returns:
+        OrderedDict: A copy of ``state`` with the record attached.
+    """
+    metadata = metadata or {}
+    paths = {''} | set(metadata)
+    for key in state:
+        parts = key.split('.')[:-1]
+        paths.update('.'.join(parts[:i]) for i in range(1, len(parts) + 1))
+    out = OrderedDict(state)
+    out._metadata = OrderedDict(
+        (path, dict(metadata.get(path) or {}, **{FILE_RECORD_KEY: record}))
+        for path in sorted(paths))
+    return out
+
+
+def file_record(state: dict) -> Optional[dict]:
+    """The record :func:`attach_file_record` attached to ``state``, or
+    None (a file vpt_mm did not write)."""
+    metadata = getattr(state, '_metadata', None) or {}
+    return (metadata.get('') or {}).get(FILE_RECORD_KEY)
+
+
+def detach_file_record(state: dict) -> dict:
+    """``state`` without the record of :func:`attach_file_record` (its
+    saved metadata kept): what vpt_mm's own loaders load once they have
+    checked the file themselves, with their own options
+    (``allow_other_backbone``)."""
+    if file_record(state) is None:
+        return state
+    out = OrderedDict(state)
+    out._metadata = OrderedDict(
+        (path, {k: v for k, v in entry.items() if k != FILE_RECORD_KEY})
+        for path, entry in state._metadata.items())
+    return out

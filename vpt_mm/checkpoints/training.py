@@ -15,6 +15,7 @@ from .records import (
     _check_fingerprint,
     _omitted_keys,
     check_task,
+    detach_file_record,
     frozen_fingerprint,
     frozen_keys,
     readout_of,
@@ -167,8 +168,10 @@ def load_full_checkpoint(model: nn.Module,
                            allow_other_backbone)
     _check_fits(expected, state, f'{source} does not fit the model')
     check_finite(state, source)
-    # _check_fits made sure that only the omitted keys are missing.
-    model.load_state_dict(state, strict=not omitted)
+    # _check_fits made sure that only the omitted keys are missing; the
+    # file is checked, with this call's options, so the modules' own check
+    # of a file's record (guard_loads) is not asked again.
+    model.load_state_dict(detach_file_record(state), strict=not omitted)
 
 
 def load_training_checkpoint(model: nn.Module,

@@ -9,9 +9,8 @@ from mmpretrain.structures import DataSample
 
 from ..backbones.frozen import FrozenBackboneMixin
 from ..checkpoints import (
-    check_tuned_source,
     frozen_fingerprint,
-    guard_whole_model,
+    guard_loads,
     load_pretrained_backbone,
 )
 from ..freeze import set_frozen_modes, set_trainable
@@ -72,12 +71,12 @@ class TunedClassifier(ImageClassifier):
         #: Fingerprint of the frozen backbone the cached features came from.
         self._cache_fingerprint: Optional[str] = None
         if not isinstance(self.backbone, FrozenBackboneMixin):
-            # The prompted/frozen backbones register this themselves.
-            self.backbone._register_load_state_dict_pre_hook(
-                self._check_tuned_source)
+            # vpt_mm's backbones guard themselves; a plain one's pretrained
+            # checkpoint is this classifier's to load.
+            guard_loads(self.backbone, self.load_pretrained)
         # A vpt_mm file read by a generic mmengine loader (e.g. mmpretrain's
         # inferencer) must fit the whole model.
-        guard_whole_model(self)
+        guard_loads(self)
         self._register_load_state_dict_pre_hook(self._drop_feature_cache)
 
     def _drop_feature_cache(self, *args) -> None:
@@ -92,16 +91,20 @@ class TunedClassifier(ImageClassifier):
             return init_cfg
         return None
 
-    def _load_plain_pretrained(self) -> None:
+    def load_pretrained(self) -> bool:
+        """Load a plain mmpretrain backbone's ``Pretrained`` checkpoint
+        strictly (vpt_mm's backbones load their own).
+
+        Returns:
+            bool: False if there is no such checkpoint to load.
+        """
         init_cfg = self._plain_pretrained()
+        if init_cfg is None:
+            return False
         load_pretrained_backbone(self.backbone, init_cfg['checkpoint'],
                                  prefix=init_cfg.get('prefix'))
         self.backbone._is_init = True
-
-    def _check_tuned_source(self, state_dict, prefix, local_metadata,
-                            *args) -> None:
-        check_tuned_source(self.backbone, state_dict, prefix,
-                           local_metadata, init=self._load_plain_pretrained)
+        return True
 
     def init_weights(self) -> None:
         """mmpretrain's, except that a plain mmpretrain backbone's
@@ -115,7 +118,7 @@ class TunedClassifier(ImageClassifier):
             super().init_weights()
         finally:
             self.backbone.init_cfg = init_cfg
-        self._load_plain_pretrained()
+        self.load_pretrained()
 
     def train(self, mode: bool = True) -> 'TunedClassifier':
         """Train mode, with the frozen parts in eval mode."""
