@@ -286,8 +286,13 @@ def test_unprompted_cfg_names_every_own_argument():
     )
     for cls in (FrozenViT, PromptedConvNeXt, PromptedResNet, PromptedSwin,
                 PromptedViT):
-        own = set(inspect.signature(cls.__init__).parameters) - set(
-            inspect.signature(cls.UPSTREAM.__init__).parameters) - {'kwargs'}
+        # The arguments of every constructor above the upstream class (a
+        # mixin's included).
+        mro = cls.__mro__[:cls.__mro__.index(cls.UPSTREAM)]
+        own = set().union(*(inspect.signature(c.__init__).parameters
+                            for c in mro if '__init__' in vars(c)))
+        own -= set(inspect.signature(cls.UPSTREAM.__init__).parameters)
+        own -= {'args', 'kwargs'}
         # FrozenViT is always frozen: it takes no freeze_backbone.
         assert own <= set(cls.OWN_ARGS), cls.__name__
         assert set(cls.OWN_ARGS) - own <= {'freeze_backbone',

@@ -26,12 +26,18 @@ class PaddingPromptMixin(FrozenBackboneMixin):
     ``train()``, so normalisation statistics never change.
     """
 
-    def _init_padding_prompt(self, prompt_cfg: Optional[dict],
-                             img_size: Union[int, Sequence[int]],
-                             in_channels: int,
-                             freeze_backbone: bool,
-                             trainable: Sequence[str] = (),
-                             frame: Optional[dict] = None) -> None:
+    OWN_ARGS = FrozenBackboneMixin.OWN_ARGS + ('img_size', 'frame')
+
+    def __init__(self,
+                 *args,
+                 img_size: Union[int, Sequence[int]] = 224,
+                 in_channels: int = 3,
+                 prompt_cfg: Optional[dict] = None,
+                 freeze_backbone: bool = True,
+                 trainable: Sequence[str] = (),
+                 frame: Optional[dict] = None,
+                 **kwargs) -> None:
+        super().__init__(*args, in_channels=in_channels, **kwargs)
         self.prompt = PaddingPrompt(
             prompt_cfg or {}, img_size=img_size, in_channels=in_channels,
             **(frame or {}))
@@ -84,20 +90,9 @@ class PromptedConvNeXt(PaddingPromptMixin, ConvNeXt):
     """
 
     UPSTREAM = ConvNeXt
-    OWN_ARGS = FrozenBackboneMixin.OWN_ARGS + ('img_size', 'frame')
 
-    def __init__(self,
-                 arch: Union[str, dict] = 'base',
-                 img_size: Union[int, Sequence[int]] = 224,
-                 in_channels: int = 3,
-                 prompt_cfg: Optional[dict] = None,
-                 freeze_backbone: bool = True,
-                 trainable: Sequence[str] = (),
-                 frame: Optional[dict] = None,
-                 **kwargs) -> None:
-        super().__init__(arch=arch, in_channels=in_channels, **kwargs)
-        self._init_padding_prompt(prompt_cfg, img_size, in_channels,
-                                  freeze_backbone, trainable, frame)
+    def __init__(self, arch: Union[str, dict] = 'base', **kwargs) -> None:
+        super().__init__(arch=arch, **kwargs)
 
 
 @register_model()
@@ -122,17 +117,6 @@ class PromptedResNet(PaddingPromptMixin, ResNet):
     """
 
     UPSTREAM = ResNet
-    OWN_ARGS = FrozenBackboneMixin.OWN_ARGS + ('img_size', 'frame')
 
-    def __init__(self,
-                 depth: int = 50,
-                 img_size: Union[int, Sequence[int]] = 224,
-                 in_channels: int = 3,
-                 prompt_cfg: Optional[dict] = None,
-                 freeze_backbone: bool = True,
-                 trainable: Sequence[str] = (),
-                 frame: Optional[dict] = None,
-                 **kwargs) -> None:
-        super().__init__(depth=depth, in_channels=in_channels, **kwargs)
-        self._init_padding_prompt(prompt_cfg, img_size, in_channels,
-                                  freeze_backbone, trainable, frame)
+    def __init__(self, depth: int = 50, **kwargs) -> None:
+        super().__init__(depth=depth, **kwargs)

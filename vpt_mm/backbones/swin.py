@@ -345,13 +345,9 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
         arch (str | dict): mmpretrain Swin arch (``'tiny'``, ``'small'``,
             ``'base'``, ``'large'`` or a dict). Defaults to ``'base'``.
         img_size (int | tuple): Input size. Defaults to 224.
-        prompt_cfg (dict): See :class:`vpt_mm.prompts.PromptConfig`.
-            Defaults to VPT-Shallow with one prompt.
-        freeze_backbone (bool): Freeze every non-prompt parameter.
-            Defaults to True.
-        trainable (Sequence[str]): Regular expressions of backbone
-            parameter names that also train in the frozen backbone, e.g.
-            ``[r'(^|\.)bias$']`` for VPT + Bias. Defaults to ().
+        prompt_cfg (dict): As for :class:`PromptedViT`.
+        freeze_backbone (bool): As for :class:`PromptedViT`.
+        trainable (Sequence[str]): As for :class:`PromptedViT`.
         prompt_merging (str): ``'carry'`` (official) or ``'drop'`` (paper
             text). Defaults to ``'carry'``.
         out_type (str): ``'featmap'``, ``'avg_all'`` or ``'avg_featmap'``.
