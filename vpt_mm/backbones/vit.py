@@ -4,10 +4,10 @@ Visual Prompt Tuning (Jia et al., ECCV 2022, arXiv 2203.12119).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
+import torch.nn as nn
 from mmpretrain.models.backbones import VisionTransformer
 from mmpretrain.models.utils import resize_pos_embed
 
@@ -15,19 +15,19 @@ from ..prompts import VisualPrompt
 from ..prompts.fused import (
     KV,
     check_fusable,
-    checkpointed,
     fused_layer_forward,
     masked_layer_forward,
     prompt_kv,
 )
-from ..prompts.plan import PromptPlan, TaskPrompts
+from ..prompts.plan import PromptPlan
 from ..registry import register_model
 from ..validation import require_bool
 from .frozen import FrozenBackboneMixin
+from .sequence import PromptedSequenceMixin
 
 
 @register_model()
-class PromptedViT(FrozenBackboneMixin, VisionTransformer):
+class PromptedViT(PromptedSequenceMixin, VisionTransformer):
     r"""Vision Transformer with learnable visual prompts, backbone frozen.
 
     The sequence is ``[CLS, prompts, patches]``: prompts enter after the
@@ -70,9 +70,6 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
         torch.Size([2, 192])
     """
 
-    OUT_TYPES = {
-        'raw', 'cls_token', 'featmap', 'avg_featmap', 'avg_prompt', 'avg_all'
-    }
     UPSTREAM = VisionTransformer
     OWN_ARGS = FrozenBackboneMixin.OWN_ARGS + ('fuse_prompts', 'with_cp')
 
@@ -121,16 +118,7 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
             patch_size=patch_size,
             grid_size=self.patch_resolution,
             in_channels=in_channels)
-        if out_type in ('avg_prompt', 'avg_all'):
-            if not self.prompt.has_prompt_tokens:
-                raise ValueError(
-                    f'out_type {out_type!r} pools prompt tokens, but prompt '
-                    f'location {self.prompt.location!r} adds none')
-            if min(self.out_indices) < self.prompt.layer_ids[0]:
-                raise ValueError(
-                    f'out_type {out_type!r}: out_indices {self.out_indices} '
-                    'include layers before the prompts enter (layer '
-                    f'{self.prompt.layer_ids[0] + 1})')
+        self._check_pooled_prompts()
         if (self.prompt.location == 'concat-channel'
                 and self.patch_embed.norm is not None):
             raise ValueError("prompt location 'concat-channel' needs a patch "
@@ -139,73 +127,33 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
         self.fuse(require_bool('fuse_prompts', fuse_prompts))
         self.init_frozen_backbone(freeze_backbone, trainable)
 
-    def fuse(self, enabled: bool = True) -> None:
-        """Switch between the fused and the token form of the prompts.
+    def _blocks(self) -> nn.ModuleList:
+        return self.layers
 
-        Both forms compute the same function with the same parameters, so
-        the switch can be made at any time, in either direction, any number
-        of times (calling it twice is the same as once).
+    def _check_fusable(self, i: int) -> None:
+        check_fusable(self.layers[i])
 
-        Args:
-            enabled (bool): Fused form where exact (True) or the token form
-                everywhere (False). Defaults to True.
-        """
-        fused = self._fused_layers(enabled)
-        for i in fused:
-            check_fusable(self.layers[i])
-        self.fuse_prompts = bool(enabled)
-        self.fused_layers = fused
+    @staticmethod
+    def _num_heads(layer: nn.Module) -> int:
+        return layer.attn.num_heads
 
-    def _fused_layers(self, enabled: bool) -> Tuple[int, ...]:
-        """The layers that run fused with ``fuse_prompts=enabled``."""
-        if self.prompt.location == 'prefix':
-            # Learnt keys/values have no token form: always "fused".
-            return tuple(self.prompt.layer_ids)
-        return self._fusable_layers() if enabled else ()
+    @staticmethod
+    def _layer_prompt_kv(layer: nn.Module, prompts: torch.Tensor) -> KV:
+        return prompt_kv(layer, prompts)
 
-    def _fusable_layers(self) -> Tuple[int, ...]:
-        """Layers whose prompts are replaced at the input and whose prompt
-        outputs are never read."""
-        if not self.prompt.has_prompt_tokens:
-            return ()
-        ids = self.prompt.layer_ids
-        reads_prompts = self.out_type in ('raw', 'avg_prompt', 'avg_all')
-        fused = []
-        for i in ids:
-            flows_on = i == ids[-1] and i < self.num_layers - 1
-            if flows_on or (reads_prompts and i in self.out_indices):
-                continue
-            fused.append(i)
-        return tuple(fused)
+    def _token_layer(self, i: int, x: torch.Tensor,
+                     keep: Optional[torch.Tensor]) -> torch.Tensor:
+        """Layer ``i`` on a sequence with its prompts (``keep``: the keys
+        each sample attends to, for padded prompt sets)."""
+        if keep is None:
+            return self.layers[i](x)
+        return masked_layer_forward(self.layers[i], x, keep)
 
-    def task_prompts(self, fuse: Optional[bool] = None) -> TaskPrompts:
-        """This model's prompts as one task of a :class:`PromptPlan`.
-
-        Args:
-            fuse (bool, optional): Fused form where exact (True) or the
-                token form (False); by default as :meth:`fuse` set it.
-        """
-        return TaskPrompts({i: (self.prompt, i)
-                            for i in self.prompt.layer_ids},
-                           self._fused_for(fuse), self.prompt.num_tokens)
-
-    def _prompt_kv(self, i: int, x: torch.Tensor
-                   ) -> Callable[[VisualPrompt, int, int], KV]:
-        """How layer ``i`` makes one prompt module's keys/values (learnt,
-        for VPT-prefix), computed at every forward: once for the batch, or
-        per sample under per-sample prompt dropout."""
-        layer = self.layers[i]
-
-        def kv_of(prompt: VisualPrompt, local: int, batch_size: int) -> KV:
-            if prompt.location == 'prefix':
-                k, v = prompt.prefix_kv(local, layer.attn.num_heads,
-                                        batch_size)
-                return k.to(x.dtype), v.to(x.dtype)
-            prompts = prompt.layer_prompts(local, batch_size,
-                                           self._embed_pixels)
-            return prompt_kv(layer, prompts.to(x.dtype))
-
-        return kv_of
+    def _fused_layer(self, i: int, x: torch.Tensor, kv: KV,
+                     keep: Optional[torch.Tensor]) -> torch.Tensor:
+        """Layer ``i`` on a sequence without prompts, attending over their
+        keys/values ``kv``."""
+        return fused_layer_forward(self.layers[i], x, kv, keep)
 
     def _embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embed pixel-space prompt patches with the frozen projection."""
@@ -244,54 +192,5 @@ class PromptedViT(FrozenBackboneMixin, VisionTransformer):
         x = self.drop_after_pos(x)
         x = self.pre_norm(x)
 
-        outs = []
-        n = self.num_extra_tokens
-        for i, layer in enumerate(self.layers):
-            if plan.is_fused(i):
-                x = plan.strip(x, n, patch_resolution)
-                kv, keep = plan.kv(i, self._prompt_kv(i, x), B)
-                if keep is not None:  # padding: prompts first, then x
-                    keep = F.pad(keep, (0, x.shape[1]), value=True)
-                x = checkpointed(self.with_cp, fused_layer_forward, layer,
-                                 x, kv, keep)
-            else:
-                x = plan.insert(
-                    x, i, n, hw=patch_resolution, embed=self._embed_pixels)
-                keep = plan.key_mask()
-                if keep is None:
-                    x = checkpointed(self.with_cp, layer, x)
-                else:
-                    # [extra tokens, prompts, patches]: only prompts masked
-                    keep = F.pad(keep, (n, x.shape[1] - n - keep.shape[1]),
-                                 value=True)
-                    x = checkpointed(self.with_cp, masked_layer_forward,
-                                     layer, x, keep)
-
-            if i == len(self.layers) - 1 and self.final_norm:
-                x = self.ln1(x)
-
-            if i in self.out_indices:
-                outs.append(self._format_output(x, patch_resolution, plan))
-
-        return tuple(outs)
-
-    def _format_output(self, x: torch.Tensor, hw: Sequence[int],
-                       plan: PromptPlan) -> torch.Tensor:
-        """One ``out_indices`` output of the layer output ``x``."""
-        if self.out_type == 'raw':
-            return x
-        if self.out_type == 'cls_token':
-            return x[:, 0]
-        _, prompts, patches = self.prompt.split(x, self.num_extra_tokens,
-                                                hw[0] * hw[1])
-        if self.out_type == 'featmap':
-            B = x.size(0)
-            return patches.reshape(B, *hw, -1).permute(0, 3, 1, 2)
-        if self.out_type == 'avg_featmap':
-            return patches.mean(dim=1)
-        if self.out_type == 'avg_prompt':
-            return plan.mean(prompts)
-        # 'avg_all'
-        if plan.key_mask() is None:
-            return x[:, self.num_extra_tokens:].mean(dim=1)
-        return plan.mean(prompts, patches)
+        return self._run_layers(x, plan, patch_resolution,
+                                getattr(self, 'ln1', None))
