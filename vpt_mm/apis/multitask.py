@@ -28,8 +28,8 @@ from ..backbones import (
     PromptedConvNeXt,
     PromptedResNet,
     PromptedSwin,
-    PromptedViT,
 )
+from ..backbones.sequence import PromptedSequenceMixin
 from ..checkpoints import frozen_fingerprint, readout_of, tuned_state_dict
 from ..prompts.fused import masked_layer_forward
 from ..prompts.plan import PromptPlan
@@ -38,7 +38,7 @@ __all__ = ['MultiTaskClassifier', 'masked_layer_forward', 'sharing_problem']
 
 
 #: Prompted backbones whose tasks can share a batch.
-SHARED_BACKBONES = (PromptedViT, PromptedSwin, PromptedConvNeXt,
+SHARED_BACKBONES = (PromptedSequenceMixin, PromptedSwin, PromptedConvNeXt,
                     PromptedResNet)
 
 
@@ -51,10 +51,11 @@ def sharing_problem(model: nn.Module) -> Optional[str]:
     """
     backbone = model.backbone
     if not isinstance(backbone, SHARED_BACKBONES):
-        return ('multi-task batches need a PromptedViT, PromptedSwin, '
-                'PromptedConvNeXt or PromptedResNet backbone, got '
+        return ('multi-task batches need a PromptedViT, PromptedTimmViT, '
+                'PromptedSwin, PromptedConvNeXt or PromptedResNet backbone, '
+                'got '
                 f'{type(backbone).__name__}')
-    is_vit = isinstance(backbone, PromptedViT)
+    is_vit = isinstance(backbone, PromptedSequenceMixin)
     if is_vit and backbone.out_type == 'raw':
         return ("out_type 'raw'; in a multi-task batch each sample's "
                 'sequence holds room for the longest prompt set, so it is '
@@ -133,7 +134,7 @@ class MultiTaskClassifier(nn.Module):
             models[n].neck if getattr(models[n], 'neck', None) is not None
             else nn.Identity() for n in names)
         self.heads = nn.ModuleList(models[n].head for n in names)
-        self.is_vit = isinstance(self.backbone, PromptedViT)
+        self.is_vit = isinstance(self.backbone, PromptedSequenceMixin)
         self.is_swin = isinstance(self.backbone, PromptedSwin)
         # Each task's prompts on the shared backbone, by layer. A batch
         # runs the fused form wherever it is exact for every task present,

@@ -112,11 +112,18 @@ def load_from_tuned(filename: str, map_location=None) -> dict:
     """mmengine ``CheckpointLoader`` scheme of ``*.safetensors`` paths.
 
     Used by every generic mmengine loader (``load_checkpoint``, the
-    mmpretrain and mmseg inferencers). The file is verified
-    (:func:`read_tuned`); its state dict carries the file's record
+    mmpretrain and mmseg inferencers). A vpt_mm file is verified
+    (:func:`read_tuned`); another library's safetensors file (e.g. timm's
+    ``model.safetensors``, a pretrained backbone) is returned as it is.
+    A vpt_mm file's state dict carries the file's record
     (:func:`attach_file_record`), from which the load pre-hook of vpt_mm's
     models (:func:`guard_loads`) loads and verifies the frozen backbone.
     """
+    if not _is_vpt_mm_safetensors(filename):
+        # Another library's file (e.g. timm's hub ``model.safetensors``),
+        # read as it is: its loader (load_pretrained_backbone) is strict.
+        from safetensors.torch import load_file
+        return dict(state_dict=load_file(filename))
     state, meta = read_tuned(filename)
     state = attach_file_record(state, dict(meta, kind='tuned',
                                            filename=filename))
@@ -125,6 +132,19 @@ def load_from_tuned(filename: str, map_location=None) -> dict:
     if classes is not None:  # what mmpretrain's inferencer labels with
         info['dataset_meta'] = dict(classes=classes)
     return dict(state_dict=state, meta=info)
+
+
+def _is_vpt_mm_safetensors(filename: str) -> bool:
+    """Whether a safetensors file's header names a vpt_mm format (a tuned
+    file of any version; a damaged header counts as one, so that
+    :func:`read_tuned` names the damage)."""
+    from safetensors import safe_open
+    try:
+        with safe_open(filename, framework='pt') as f:
+            meta = f.metadata() or {}
+    except Exception:
+        return True
+    return str(meta.get('format', '')).startswith('vpt_mm.')
 
 
 def _read_local(filename: str, map_location=None):

@@ -2,7 +2,7 @@
 missing)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 import torch.nn as nn
 
@@ -17,7 +17,9 @@ from .training import omits_frozen
 def load_pretrained_backbone(backbone: nn.Module,
                              filename: str,
                              prefix: Optional[str] = None,
-                             map_location: str = 'cpu') -> None:
+                             map_location: str = 'cpu',
+                             convert: Optional[Callable[[Dict], Dict]] = None
+                             ) -> None:
     """Load a pretrained checkpoint into a prompted backbone, strictly.
 
     Prompt parameters (and those of other added modules, e.g. adapters) may
@@ -35,6 +37,10 @@ def load_pretrained_backbone(backbone: nn.Module,
             the prefix removed, e.g. ``'backbone.'`` for a whole-classifier
             mmpretrain checkpoint. Defaults to None.
         map_location (str): Defaults to ``'cpu'``.
+        convert (callable, optional): Maps the checkpoint's keys (after
+            ``prefix``) to the backbone's, e.g.
+            :meth:`~vpt_mm.backbones.PromptedTimmViT.from_timm_layout`.
+            Defaults to None.
     """
     from mmengine.runner.checkpoint import CheckpointLoader
 
@@ -64,6 +70,8 @@ def load_pretrained_backbone(backbone: nn.Module,
         raise ValueError(
             f'Checkpoint {filename} holds a whole model (keys start with '
             "'backbone.'); set prefix='backbone.' in the Pretrained init_cfg")
+    if convert is not None:
+        state = convert(state)
     check_finite(state, f'Pretrained checkpoint {filename}')
     added_keys = added_parameter_names(backbone)
     tuned = sorted(k for k in state if k in added_keys)
