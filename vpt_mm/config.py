@@ -96,6 +96,52 @@ def benchmark_dataset(loader: Optional[dict]) -> Optional[dict]:
     return None
 
 
+def _timm_model_name(model: Optional[dict]) -> Optional[str]:
+    """The ``model_name`` of a config's ``PromptedTimmViT`` backbone."""
+    backbone = (model or {}).get('backbone') or {}
+    kind = str(backbone.get('type', '')).rsplit('.', 1)[-1]
+    return backbone.get('model_name') if kind == 'PromptedTimmViT' else None
+
+
+def apply_model_normalisation(cfg: Config) -> None:
+    """Give the data preprocessor of a timm backbone the model's own
+    normalisation where the config leaves it out.
+
+    A ``PromptedTimmViT`` model's ``mean`` / ``std`` that are None (the
+    base configs of timm models, or a preprocessor that does not set them)
+    become the model's, from timm's pretrained config, in 0-255 pixels
+    (CLIP and SigLIP differ from ImageNet's). Values the config sets are
+    kept. Both the model's ``data_preprocessor`` and a top-level one (mmseg
+    configs) are filled.
+
+    Args:
+        cfg (Config): The merged config, changed in place.
+
+    Raises:
+        ValueError: If timm has no pretrained config for the model name.
+    """
+    name = _timm_model_name(cfg.get('model', None))
+    if name is None:
+        return
+    preprocessors = [p for p in (cfg.model.get('data_preprocessor'),
+                                 cfg.get('data_preprocessor', None))
+                     if p is not None]
+    if not any(p.get(k) is None for p in preprocessors
+               for k in ('mean', 'std')):
+        return
+    import timm.models
+    pretrained = timm.models.get_pretrained_cfg(name)
+    if pretrained is None or pretrained.mean is None:
+        raise ValueError(
+            f'timm has no pretrained config (mean/std) for {name!r}: set '
+            'data_preprocessor mean and std in the config')
+    for preprocessor in preprocessors:
+        for key in ('mean', 'std'):
+            if preprocessor.get(key) is None:
+                preprocessor[key] = [
+                    round(v * 255, 4) for v in getattr(pretrained, key)]
+
+
 def apply_task(cfg: Config, task: Optional[str] = None) -> None:
     """Point a benchmark config at one task.
 
@@ -107,12 +153,16 @@ def apply_task(cfg: Config, task: Optional[str] = None) -> None:
     reaches every dataset that has one (:func:`apply_data_root`), in any
     config.
 
+    A timm backbone's data preprocessor gets the model's own normalisation
+    where the config leaves it out (:func:`apply_model_normalisation`).
+
     Args:
         cfg (Config): The merged config, changed in place.
         task (str, optional): Task overriding ``cfg.task``.
     """
     from .datasets import get_task
     apply_data_root(cfg)
+    apply_model_normalisation(cfg)
     if task is not None:
         cfg.task = task
     task = cfg.get('task', None)

@@ -1,5 +1,8 @@
 """PromptedTimmViT on tiny random timm models of each ViT family, with
 pretrained files written in timm's own layout by the tests."""
+import glob
+import os.path as osp
+
 import pytest
 import torch
 from mmpretrain.registry import MODELS
@@ -8,6 +11,7 @@ import vpt_mm  # noqa: F401  (before timm: torchvision's ops)
 from vpt_mm.backbones import PromptedTimmViT
 from vpt_mm.prompts.plan import PromptPlan
 
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY = dict(depth=3, embed_dim=64, num_heads=2)
 
 #: model name -> (input size, extra timm arguments): one per family.
@@ -288,3 +292,79 @@ def test_mixed_batch_equals_each_task_model(tmp_path):
             own = list(models.values())[t].eval()(x[j:j + 1], mode='tensor')
             torch.testing.assert_close(scores[j], own.softmax(-1)[0],
                                        atol=1e-5, rtol=1e-5)
+
+
+#: The benchmark configs of timm models (each reads a vpt_timm_* model).
+TIMM_CONFIGS = sorted(
+    path for path in glob.glob(osp.join(REPO, 'configs/*/vpt_*.py'))
+    if any(f'_{m}.py' in path for m in ('dinov2-b14', 'clip-b16',
+                                        'siglip-b16', 'eva02-b14')))
+
+
+@pytest.mark.parametrize('path', TIMM_CONFIGS)
+def test_timm_configs_build_with_the_models_normalisation(path):
+    """Each timm config resolves with its model's own mean/std (SigLIP's
+    differ from ImageNet's) and builds and runs (with a tiny model of the
+    same family)."""
+    import timm
+
+    from vpt_mm.config import resolve_config
+    cfg = resolve_config(path)
+    backbone = cfg.model.backbone
+    pretrained = timm.models.get_pretrained_cfg(backbone.model_name)
+    preprocessor = cfg.model.data_preprocessor
+    assert preprocessor.mean == [round(v * 255, 4) for v in pretrained.mean]
+    assert preprocessor.std == [round(v * 255, 4) for v in pretrained.std]
+    assert backbone.init_cfg.checkpoint.startswith(
+        f'checkpoints/timm/{backbone.model_name}.')
+    if 'siglip' in path:
+        assert preprocessor.mean == [127.5] * 3
+    cfg.model.backbone.update(img_size=28 if '14' in path else 32,
+                              timm_kwargs=TINY, init_cfg=None)
+    cfg.model.head.in_channels = 64
+    model = MODELS.build(cfg.model).eval()
+    size = 28 if '14' in path else 32
+    data = model.data_preprocessor(
+        dict(inputs=[torch.randint(0, 255, (3, size, size),
+                                   dtype=torch.uint8)]))
+    scores = model(data['inputs'], mode='tensor')
+    assert scores.shape == (1, cfg.model.head.num_classes)
+
+
+def test_normalisation_a_config_sets_is_kept():
+    from mmengine.config import Config
+
+    from vpt_mm.config import apply_model_normalisation
+    cfg = Config(dict(model=dict(
+        data_preprocessor=dict(mean=[1, 2, 3], std=None),
+        backbone=dict(type='mmpretrain.PromptedTimmViT',
+                      model_name='vit_base_patch16_siglip_224'))))
+    apply_model_normalisation(cfg)
+    assert cfg.model.data_preprocessor.mean == [1, 2, 3]
+    assert cfg.model.data_preprocessor.std == [127.5] * 3
+    cfg.model.data_preprocessor.std = None
+    cfg.model.backbone.model_name = 'vit_nope'
+    with pytest.raises(ValueError, match="no pretrained config .* "
+                       "'vit_nope'"):
+        apply_model_normalisation(cfg)
+
+
+def test_standin_checkpoint_is_in_timms_layout(tmp_path):
+    """tools/model_converters/standin_checkpoint.py's state for a timm
+    config has timm's names, and the config's model loads it strictly."""
+    from vpt_mm.config import resolve_config
+    from vpt_mm.converters import (
+        save_backbone_checkpoint,
+        standin_backbone_state,
+    )
+    cfg = resolve_config(osp.join(REPO, 'configs/vtab/vpt_deep_eva02-b14.py'))
+    cfg.model.backbone.update(img_size=28, timm_kwargs=TINY)
+    cfg.model.head.in_channels = 64
+    state = standin_backbone_state(cfg)
+    assert 'blocks.0.attn.k_proj.weight' in state and 'pos_embed' in state
+    path = str(tmp_path / 'standin.pth')
+    save_backbone_checkpoint(state, path, 'test')
+    cfg.model.backbone.init_cfg.checkpoint = path
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert torch.equal(model.backbone.timm_model.pos_embed, state['pos_embed'])

@@ -123,6 +123,12 @@ class FrozenBackboneMixin:
         set_frozen_modes(self)
         return self
 
+    def checkpoint_layout(self, state: dict) -> dict:
+        """This backbone's state dict (without prompts) in the layout of its
+        pretrained checkpoints, what ``init_cfg`` loads: the same keys here
+        (timm's layout for :class:`~vpt_mm.backbones.PromptedTimmViT`)."""
+        return state
+
     def unused_pretrained_keys(self, keys: Sequence[str]) -> list:
         """The checkpoint keys among ``keys`` of layers this configuration
         leaves out: a ViT's final norm (``ln1.``) with ``final_norm=False``.

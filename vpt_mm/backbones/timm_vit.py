@@ -391,6 +391,16 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
             state = filter_fn(dict(state), model)
         return {f'timm_model.{k}': v for k, v in state.items()}
 
+    def checkpoint_layout(self, state: Dict[str, torch.Tensor]
+                          ) -> Dict[str, torch.Tensor]:
+        """The inverse of :meth:`from_timm_layout` for this model: its
+        tensors under timm's own names (what a stand-in checkpoint holds)."""
+        prefix = 'timm_model.'
+        if any(not k.startswith(prefix) for k in state):
+            raise ValueError('checkpoint_layout takes this module\'s own '
+                             f'tensors, all under {prefix!r}')
+        return {k[len(prefix):]: v for k, v in state.items()}
+
     def unused_pretrained_keys(self, keys: Sequence[str]) -> list:
         """The classifier head of a pretrained checkpoint (the model is
         built without one: the config's head reads its features), and the

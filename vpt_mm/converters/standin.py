@@ -45,5 +45,7 @@ def standin_backbone_state(cfg: Config,
     finally:
         torch.random.set_rng_state(state)
     added = added_parameter_names(backbone)
-    return {k: v.detach().clone() for k, v in backbone.state_dict().items()
-            if k not in added}
+    state = {k: v.detach().clone() for k, v in backbone.state_dict().items()
+             if k not in added}
+    layout = getattr(backbone, 'checkpoint_layout', None)
+    return layout(state) if layout is not None else state

@@ -100,7 +100,12 @@ class Protocol:
 
 
 def backbone_kind(backbone: nn.Module) -> str:
-    """``'vit'``, ``'swin'`` or ``'convnet'`` for an mmpretrain backbone."""
+    """``'vit'``, ``'swin'`` or ``'convnet'`` for an mmpretrain backbone,
+    ``'timm'`` for a :class:`~vpt_mm.backbones.PromptedTimmViT` (its
+    protocols: VPT and VPT+Bias)."""
+    from ..backbones.timm_vit import PromptedTimmViT
+    if isinstance(backbone, PromptedTimmViT):
+        return 'timm'
     if isinstance(backbone, VisionTransformer):
         return 'vit'
     if isinstance(backbone, SwinTransformer):

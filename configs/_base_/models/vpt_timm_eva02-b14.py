@@ -1,0 +1,27 @@
+# EVA-02 ViT-B/14 (MIM on ImageNet-22k; RoPE, SwiGLU), timm's `eva02_base_patch14_224.mim_in22k`, with VPT-Deep prompts (p=50) and a
+# linear head. The backbone loads strictly from the file timm's hub holds for
+# it (`model.safetensors` of `timm/eva02_base_patch14_224.mim_in22k`), in timm's own layout: no
+# conversion step (README, "Checkpoints"). The data preprocessor's mean and
+# std are left to the model (None: timm's pretrained config fills them in,
+# vpt_mm.config.apply_model_normalisation). Task configs set num_classes.
+model = dict(
+    type='TunedClassifier',
+    tuning=dict(type='VPT'),
+    data_preprocessor=dict(
+        type='ClsDataPreprocessor', mean=None, std=None, to_rgb=True),
+    backbone=dict(
+        type='PromptedTimmViT',
+        model_name='eva02_base_patch14_224',
+        img_size=224,
+        out_type='cls_token',
+        prompt_cfg=dict(num_tokens=50, deep=True, dropout=0.1),
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='checkpoints/timm/eva02_base_patch14_224.mim_in22k/model.safetensors')),
+    neck=None,
+    head=dict(
+        type='LinearClsHead',
+        num_classes=1000,
+        in_channels=768,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),
+)
