@@ -294,7 +294,7 @@ def test_mixed_batch_equals_each_task_model(tmp_path):
                                        atol=1e-5, rtol=1e-5)
 
 
-#: The benchmark configs of timm models (each reads a vpt_timm_* model).
+#: The benchmark configs of timm models.
 TIMM_CONFIGS = sorted(
     path for path in glob.glob(osp.join(REPO, 'configs/*/vpt_*.py'))
     if any(f'_{m}.py' in path for m in ('dinov2-b14', 'clip-b16',

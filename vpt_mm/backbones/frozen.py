@@ -129,6 +129,11 @@ class FrozenBackboneMixin:
         (timm's layout for :class:`~vpt_mm.backbones.PromptedTimmViT`)."""
         return state
 
+    def from_checkpoint_layout(self, state: dict) -> dict:
+        """A pretrained checkpoint's tensors under this backbone's keys (the
+        inverse of :meth:`checkpoint_layout`): the same keys here."""
+        return state
+
     def unused_pretrained_keys(self, keys: Sequence[str]) -> list:
         """The checkpoint keys among ``keys`` of layers this configuration
         leaves out: a ViT's final norm (``ln1.``) with ``final_norm=False``.
@@ -139,7 +144,8 @@ class FrozenBackboneMixin:
 
     def load_pretrained(self) -> bool:
         """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly
-        (:func:`~vpt_mm.checkpoints.load_pretrained_backbone`).
+        (:func:`~vpt_mm.checkpoints.load_pretrained_backbone`), in the
+        layout of :meth:`from_checkpoint_layout`.
 
         Returns:
             bool: False if ``init_cfg`` names no pretrained checkpoint.
@@ -149,7 +155,8 @@ class FrozenBackboneMixin:
                 and init_cfg.get('type') == 'Pretrained'):
             return False
         load_pretrained_backbone(self, init_cfg['checkpoint'],
-                                 prefix=init_cfg.get('prefix'))
+                                 prefix=init_cfg.get('prefix'),
+                                 convert=self.from_checkpoint_layout)
         self._is_init = True
         return True
 

@@ -33,7 +33,8 @@ class PromptedSequenceMixin(FrozenBackboneMixin):
     ``num_layers``, ``num_extra_tokens`` (prefix tokens: class and register
     tokens), ``final_norm`` and ``with_cp``, and defines :meth:`_blocks`,
     :meth:`_check_fusable`, :meth:`_token_layer`, :meth:`_fused_layer`,
-    :meth:`_prompt_kv` and :meth:`_embed_pixels`.
+    :meth:`_layer_prompt_kv` and :meth:`_embed_pixels` (layers whose
+    attention is ``layer.attn`` with ``num_heads``).
     """
 
     OUT_TYPES = set(OUT_TYPES)
@@ -111,7 +112,7 @@ class PromptedSequenceMixin(FrozenBackboneMixin):
 
         def kv_of(prompt: VisualPrompt, local: int, batch_size: int) -> KV:
             if prompt.location == 'prefix':
-                k, v = prompt.prefix_kv(local, self._num_heads(layer),
+                k, v = prompt.prefix_kv(local, layer.attn.num_heads,
                                         batch_size)
                 return k.to(x.dtype), v.to(x.dtype)
             prompts = prompt.layer_prompts(local, batch_size,

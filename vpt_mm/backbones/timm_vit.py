@@ -16,7 +16,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 
-from ..checkpoints import load_pretrained_backbone
 from ..prompts import VisualPrompt
 from ..prompts.fused import KV
 from ..prompts.plan import PromptPlan
@@ -321,10 +320,6 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
                 'form (timm Block and EvaBlock have); use fuse_prompts=False')
 
     @staticmethod
-    def _num_heads(layer: nn.Module) -> int:
-        return layer.attn.num_heads
-
-    @staticmethod
     def _layer_prompt_kv(layer: nn.Module, prompts: torch.Tensor) -> KV:
         return timm_prompt_kv(layer, prompts)
 
@@ -377,7 +372,7 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
         return self._run_layers(x, plan, hw, model.norm, hw, rope)
 
     # Pretrained checkpoints in timm's layout.
-    def from_timm_layout(self, state: Dict[str, torch.Tensor]
+    def from_checkpoint_layout(self, state: Dict[str, torch.Tensor]
                          ) -> Dict[str, torch.Tensor]:
         """A checkpoint in timm's layout (what timm loads for the model from
         its hub) as this module's keys: through the model's own
@@ -393,7 +388,7 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
 
     def checkpoint_layout(self, state: Dict[str, torch.Tensor]
                           ) -> Dict[str, torch.Tensor]:
-        """The inverse of :meth:`from_timm_layout` for this model: its
+        """The inverse of :meth:`from_checkpoint_layout` for this model: its
         tensors under timm's own names (what a stand-in checkpoint holds)."""
         prefix = 'timm_model.'
         if any(not k.startswith(prefix) for k in state):
@@ -412,20 +407,3 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
         if not self.final_norm:
             prefixes += ('timm_model.norm.', )
         return [k for k in keys if k.startswith(prefixes)]
-
-    def load_pretrained(self) -> bool:
-        """Load ``init_cfg=dict(type='Pretrained', checkpoint=FILE)`` with
-        ``FILE`` in timm's layout, strictly (:meth:`from_timm_layout`).
-
-        Returns:
-            bool: False if ``init_cfg`` names no pretrained checkpoint.
-        """
-        init_cfg = self.init_cfg
-        if not (isinstance(init_cfg, dict)
-                and init_cfg.get('type') == 'Pretrained'):
-            return False
-        load_pretrained_backbone(self, init_cfg['checkpoint'],
-                                 prefix=init_cfg.get('prefix'),
-                                 convert=self.from_timm_layout)
-        self._is_init = True
-        return True

@@ -134,10 +134,6 @@ class PromptedViT(PromptedSequenceMixin, VisionTransformer):
         check_fusable(self.layers[i])
 
     @staticmethod
-    def _num_heads(layer: nn.Module) -> int:
-        return layer.attn.num_heads
-
-    @staticmethod
     def _layer_prompt_kv(layer: nn.Module, prompts: torch.Tensor) -> KV:
         return prompt_kv(layer, prompts)
 
