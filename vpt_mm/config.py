@@ -97,17 +97,20 @@ def benchmark_dataset(loader: Optional[dict]) -> Optional[dict]:
 
 
 def _timm_model_name(model: Optional[dict]) -> Optional[str]:
-    """The ``model_name`` of a config's ``PromptedTimmViT`` backbone."""
+    """The ``model_name`` of a config's ``TimmViT`` / ``PromptedTimmViT``
+    backbone."""
     backbone = (model or {}).get('backbone') or {}
     kind = str(backbone.get('type', '')).rsplit('.', 1)[-1]
-    return backbone.get('model_name') if kind == 'PromptedTimmViT' else None
+    return (backbone.get('model_name')
+            if kind in ('TimmViT', 'PromptedTimmViT') else None)
 
 
 def apply_model_normalisation(cfg: Config) -> None:
     """Give the data preprocessor of a timm backbone the model's own
     normalisation where the config leaves it out.
 
-    A ``PromptedTimmViT`` model's ``mean`` / ``std`` that are None (the
+    A ``TimmViT`` / ``PromptedTimmViT`` model's ``mean`` / ``std`` that
+    are None (the
     base configs of timm models, or a preprocessor that does not set them)
     become the model's, from timm's pretrained config, in 0-255 pixels
     (CLIP and SigLIP differ from ImageNet's). Values the config sets are

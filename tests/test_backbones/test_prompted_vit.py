@@ -282,10 +282,11 @@ def test_unprompted_cfg_names_every_own_argument():
         PromptedConvNeXt,
         PromptedResNet,
         PromptedSwin,
+        PromptedTimmViT,
         PromptedViT,
     )
     for cls in (FrozenViT, PromptedConvNeXt, PromptedResNet, PromptedSwin,
-                PromptedViT):
+                PromptedTimmViT, PromptedViT):
         # The arguments of every constructor above the upstream class (a
         # mixin's included).
         mro = cls.__mro__[:cls.__mro__.index(cls.UPSTREAM)]

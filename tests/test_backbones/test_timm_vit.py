@@ -8,7 +8,7 @@ import torch
 from mmpretrain.registry import MODELS
 
 import vpt_mm  # noqa: F401  (before timm: torchvision's ops)
-from vpt_mm.backbones import PromptedTimmViT
+from vpt_mm.backbones import PromptedTimmViT, TimmViT
 from vpt_mm.prompts.plan import PromptPlan
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -296,7 +296,7 @@ def test_mixed_batch_equals_each_task_model(tmp_path):
 
 #: The benchmark configs of timm models.
 TIMM_CONFIGS = sorted(
-    path for path in glob.glob(osp.join(REPO, 'configs/*/vpt_*.py'))
+    path for path in glob.glob(osp.join(REPO, 'configs/*/*.py'))
     if any(f'_{m}.py' in path for m in ('dinov2-b14', 'clip-b16',
                                         'siglip-b16', 'eva02-b14')))
 
@@ -321,6 +321,8 @@ def test_timm_configs_build_with_the_models_normalisation(path):
         assert preprocessor.mean == [127.5] * 3
     cfg.model.backbone.update(img_size=28 if '14' in path else 32,
                               timm_kwargs=TINY, init_cfg=None)
+    if cfg.model.tuning.get('cache_features'):
+        cfg.model.tuning.cache_features = False  # no dataset here
     cfg.model.head.in_channels = 64
     model = MODELS.build(cfg.model).eval()
     size = 28 if '14' in path else 32
@@ -368,3 +370,90 @@ def test_standin_checkpoint_is_in_timms_layout(tmp_path):
     model = MODELS.build(cfg.model)
     model.init_weights()
     assert torch.equal(model.backbone.timm_model.pos_embed, state['pos_embed'])
+
+
+@pytest.mark.parametrize('name', ['vit_base_patch14_reg4_dinov2',
+                                  'eva02_base_patch14_224',
+                                  'vit_base_patch16_siglip_224'])
+def test_unprompted_timm_vit_is_timms_model(name):
+    """TimmViT (the baselines' backbone) reads timm's forward_features; it
+    is PromptedTimmViT's unprompted form, with the same frozen tensors."""
+    from vpt_mm.backbones.frozen import unprompted_model_cfg
+    img, extra = FAMILIES[name]
+    plain = TimmViT(name, img_size=img, out_type='raw',
+                    timm_kwargs=dict(TINY, **extra)).eval()
+    x = images(name)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x)[0],
+                                   plain.timm_model.forward_features(x))
+    prompted = dict(type='PromptedTimmViT', model_name=name, img_size=img,
+                    timm_kwargs=dict(TINY, **extra), out_type='avg_prompt',
+                    fuse_prompts=False, with_cp=True,
+                    prompt_cfg=dict(num_tokens=2, deep=True))
+    cfg = unprompted_model_cfg(dict(
+        type='ImageClassifier', backbone=prompted,
+        head=dict(type='LinearClsHead', num_classes=2, in_channels=64)))
+    assert cfg['backbone'] == dict(
+        type='mmpretrain.TimmViT', model_name=name, img_size=img,
+        timm_kwargs=dict(TINY, **extra), out_type='avg_featmap')
+    torch.manual_seed(0)
+    built = MODELS.build(cfg['backbone'])
+    torch.manual_seed(0)
+    ours = MODELS.build(prompted)
+    assert {k: v for k, v in ours.state_dict().items()
+            if not k.startswith('prompt.')}.keys() == \
+        built.state_dict().keys()
+
+
+def baseline(name, pretrained, tuning):
+    img, extra = FAMILIES[name]
+    return MODELS.build(dict(
+        type='TunedClassifier', tuning=tuning,
+        backbone=dict(type='TimmViT', model_name=name, img_size=img,
+                      timm_kwargs=dict(TINY, **extra),
+                      init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+        neck=None,
+        head=dict(type='LinearClsHead', num_classes=3, in_channels=64)))
+
+
+@pytest.mark.parametrize('tuning', [dict(type='Linear'), dict(type='Full'),
+                                    dict(type='Partial', k=1),
+                                    dict(type='Bias')])
+def test_baselines_on_a_timm_backbone(tmp_path, tuning):
+    """Linear, Full, Partial and Bias train what they promise on TimmViT;
+    the pretrained file (timm's layout) loads strictly; a tuned file loaded
+    by mmengine's generic loader brings the backbone in (never initialised
+    before) and equals the model it was saved from."""
+    from mmengine.runner import load_checkpoint
+
+    from tests.conftest import perturb_tuned
+    from vpt_mm.checkpoints import save_tuned
+    name = 'vit_base_patch14_reg4_dinov2'
+    pretrained = tmp_path / 'model.safetensors'
+    write_timm_file(name, pretrained)
+    model = baseline(name, str(pretrained), tuning)
+    model.init_weights()
+    trains = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {
+        'Linear': {'head.fc.weight', 'head.fc.bias'},
+        'Full': {n for n, _ in model.named_parameters()},
+        'Partial': {n for n, _ in model.named_parameters()
+                    if n.startswith(('head.', 'backbone.timm_model.blocks.2.',
+                                     'backbone.timm_model.norm.'))},
+        'Bias': {n for n, _ in model.named_parameters()
+                 if n.startswith('head.') or n.endswith('bias')},
+    }[tuning['type']]
+    assert trains == expected
+    perturb_tuned(model, seed=4)
+    path = str(tmp_path / 'task.safetensors')
+    save_tuned(model, path)
+    fresh = baseline(name, str(pretrained), tuning)
+    load_checkpoint(fresh, path)
+    x = images(name)
+    assert torch.equal(fresh.eval()(x, mode='tensor'),
+                       model.eval()(x, mode='tensor'))
+
+
+def test_adapter_is_refused_on_a_timm_backbone(tmp_path):
+    with pytest.raises(ValueError, match='Adapters are placed in mmpretrain'):
+        baseline('vit_base_patch16_224', 'unused.pth', dict(type='Adapter'))

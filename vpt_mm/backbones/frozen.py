@@ -1,13 +1,13 @@
 """The frozen-backbone contract shared by every prompted backbone."""
 from __future__ import annotations
 
-from typing import ClassVar, FrozenSet, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, FrozenSet, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from mmpretrain.models.backbones import VisionTransformer
 from torch.nn.modules.module import register_module_module_registration_hook
 
-from ..checkpoints import guard_loads, is_guarded, load_pretrained_backbone
+from ..checkpoints import guard_loads, is_guarded, load_configured_pretrained
 from ..freeze import set_frozen_modes, set_trainable
 from ..prompts.plan import PromptPlan
 from ..registry import register_model
@@ -48,6 +48,11 @@ class FrozenBackboneMixin:
     """
 
     freeze_backbone = False
+    #: What the unprompted form reads where this class pools (ViTs: their
+    #: own [CLS] feature; mmpretrain's image pool adds an untrained norm).
+    UNPROMPTED_POOLS: ClassVar[Dict[str, str]] = {
+        'avg_prompt': 'cls_token', 'avg_all': 'cls_token',
+        'avg_featmap': 'cls_token'}
     #: The mmpretrain backbone this class prompts (its unprompted form).
     UPSTREAM: ClassVar[type]
     #: Constructor arguments this class adds to :attr:`UPSTREAM`'s.
@@ -143,22 +148,14 @@ class FrozenBackboneMixin:
         return []
 
     def load_pretrained(self) -> bool:
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly
-        (:func:`~vpt_mm.checkpoints.load_pretrained_backbone`), in the
-        layout of :meth:`from_checkpoint_layout`.
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly, in the
+        layout of :meth:`from_checkpoint_layout`
+        (:func:`~vpt_mm.checkpoints.load_configured_pretrained`).
 
         Returns:
             bool: False if ``init_cfg`` names no pretrained checkpoint.
         """
-        init_cfg = self.init_cfg
-        if not (isinstance(init_cfg, dict)
-                and init_cfg.get('type') == 'Pretrained'):
-            return False
-        load_pretrained_backbone(self, init_cfg['checkpoint'],
-                                 prefix=init_cfg.get('prefix'),
-                                 convert=self.from_checkpoint_layout)
-        self._is_init = True
-        return True
+        return load_configured_pretrained(self)
 
     def init_weights(self) -> None:
         """Load a pretrained backbone strictly, or initialise as upstream."""
@@ -169,9 +166,10 @@ class FrozenBackboneMixin:
 def unprompted_model_cfg(model_cfg: dict) -> dict:
     """A classifier config with its prompted backbone replaced by the same
     backbone without prompts (:meth:`FrozenBackboneMixin.unprompted_cfg`),
-    reading the unprompted backbone's own feature: a ViT's [CLS] where the
-    prompted one pools, a Swin's feature map through a
-    ``GlobalAveragePooling`` neck where the prompted one pools.
+    reading the unprompted backbone's own feature where the prompted one
+    pools: a ViT's [CLS] (a timm ViT's image pool for prompt pools,
+    ``UNPROMPTED_POOLS``), a Swin's feature map through a
+    ``GlobalAveragePooling`` neck.
 
     Args:
         model_cfg (dict): A ``model`` config with a prompted backbone.
@@ -185,11 +183,13 @@ def unprompted_model_cfg(model_cfg: dict) -> dict:
     cfg = copy.deepcopy(dict(model_cfg))
     backbone = dict(cfg['backbone'])
     cls = PRETRAIN_MODELS.get(backbone['type'])
-    if backbone.get('out_type') in ('avg_prompt', 'avg_all', 'avg_featmap'):
+    out_type = backbone.get('out_type')
+    if out_type in ('avg_prompt', 'avg_all', 'avg_featmap'):
         if 'out_type' in cls.OWN_ARGS:  # Swin: pool its feature map
             cfg['neck'] = dict(type='GlobalAveragePooling')
-        else:  # ViT: its own [CLS] feature
-            backbone['out_type'] = 'cls_token'
+        else:  # ViT: its own feature
+            backbone['out_type'] = cls.UNPROMPTED_POOLS.get(out_type,
+                                                            out_type)
     cfg['backbone'] = cls.unprompted_cfg(backbone)
     return cfg
 

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 
+from ..checkpoints import guard_loads, load_configured_pretrained
 from ..prompts import VisualPrompt
 from ..prompts.fused import KV
 from ..prompts.plan import PromptPlan
@@ -151,18 +152,32 @@ def fused_timm_block(block: nn.Module,
     return _residuals(block, x, out)
 
 
+def _layer_indices(out_indices: Union[int, Sequence[int]],
+                   num_layers: int) -> Tuple[int, ...]:
+    """``out_indices`` as non-negative layer indices (negative: from the
+    end, as mmpretrain's)."""
+    if isinstance(out_indices, int):
+        out_indices = [out_indices]
+    indices = []
+    for index in out_indices:
+        i = index + num_layers if index < 0 else index
+        if not 0 <= i < num_layers:
+            raise ValueError(f'out_indices {index} is out of range for '
+                             f'{num_layers} layers')
+        indices.append(i)
+    return tuple(indices)
+
+
 @register_model()
-class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
-    r"""A timm ViT-family model with learnable visual prompts, frozen.
+class TimmViT(BaseModule):
+    r"""A timm ViT-family model as an OpenMMLab backbone, without prompts.
 
     ``timm.create_model(model_name, num_classes=0, img_size=img_size,
     dynamic_img_size=True, **timm_kwargs)`` builds the model (its weights
-    come from ``init_cfg``, never from a hub); the sequence is ``[prefix
-    tokens (class, registers), prompts, patches]``. Prompts have no
-    position: absolute position embeddings are added before they enter, and
-    RoPE leaves them unrotated, as it does the prefix tokens. The prompt
-    module, its options, the fused form, the readouts and the
-    frozen-backbone contract are :class:`PromptedViT`'s.
+    come from ``init_cfg``, never from a hub); its parameters live under
+    ``timm_model.``. The backbone of the baselines (Linear, Full, Partial,
+    Bias, ... through ``TunedClassifier``) and the unprompted form of
+    :class:`PromptedTimmViT`.
 
     Args:
         model_name (str): A timm model of the ``VisionTransformer`` or
@@ -170,21 +185,13 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
             ``'eva02_base_patch14_224'``, ``'vit_base_patch16_siglip_224'``.
         img_size (int | tuple): The input size position embeddings are made
             for (others are resampled at run time). Defaults to 224.
-        out_type (str): As for :class:`PromptedViT`: ``'cls_token'``
-            (models with a class token), ``'raw'``, ``'featmap'``,
-            ``'avg_featmap'``, ``'avg_prompt'`` or ``'avg_all'``.
-            Defaults to ``'cls_token'``.
+        out_type (str): ``'cls_token'`` (models with a class token),
+            ``'raw'`` (the whole sequence), ``'featmap'`` (NCHW patch tokens)
+            or ``'avg_featmap'`` (their mean). Defaults to ``'cls_token'``.
         out_indices (int | Sequence[int]): Layers to output (negative:
             from the end). Defaults to -1.
         final_norm (bool): Apply timm's final norm after the last layer.
             Defaults to True.
-        prompt_cfg (dict): As for :class:`PromptedViT`; ``'concat-channel'``
-            is refused.
-        freeze_backbone (bool): As for :class:`PromptedViT`.
-        trainable (Sequence[str]): As for :class:`PromptedViT`, with timm's
-            parameter names under ``timm_model.``.
-        fuse_prompts (bool): As for :class:`PromptedViT`.
-        with_cp (bool): As for :class:`PromptedViT`.
         timm_kwargs (dict, optional): More ``timm.create_model``
             arguments, e.g. ``dict(drop_path_rate=0.1)``.
         init_cfg (dict, optional): ``dict(type='Pretrained',
@@ -194,18 +201,15 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
             (position embeddings resampled as timm does).
 
     Examples:
-        >>> from vpt_mm.backbones import PromptedTimmViT
-        >>> model = PromptedTimmViT(
-        ...     'vit_small_patch16_224', img_size=32,
-        ...     prompt_cfg=dict(num_tokens=5, deep=True),
-        ...     timm_kwargs=dict(depth=2, embed_dim=64, num_heads=2))
+        >>> from vpt_mm.backbones import TimmViT
+        >>> model = TimmViT('vit_small_patch16_224', img_size=32,
+        ...                 timm_kwargs=dict(depth=2, embed_dim=64,
+        ...                                  num_heads=2))
         >>> model(torch.rand(2, 3, 32, 32))[0].shape
         torch.Size([2, 64])
     """
 
-    OWN_ARGS = ('model_name', 'img_size', 'out_type', 'out_indices',
-                'final_norm', 'prompt_cfg', 'freeze_backbone', 'trainable',
-                'fuse_prompts', 'with_cp', 'timm_kwargs')
+    OUT_TYPES = {'raw', 'cls_token', 'featmap', 'avg_featmap'}
 
     def __init__(self,
                  model_name: str,
@@ -213,11 +217,6 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
                  out_type: str = 'cls_token',
                  out_indices: Union[int, Sequence[int]] = -1,
                  final_norm: bool = True,
-                 prompt_cfg: Optional[dict] = None,
-                 freeze_backbone: bool = True,
-                 trainable: Sequence[str] = (),
-                 fuse_prompts: bool = True,
-                 with_cp: bool = False,
                  timm_kwargs: Optional[dict] = None,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -226,14 +225,14 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
         reserved = sorted(set(timm_kwargs) & set(RESERVED_TIMM_KWARGS))
         if reserved:
             raise ValueError(
-                f'timm_kwargs may not set {reserved}: PromptedTimmViT sets '
-                'them (weights come from init_cfg, the head from the '
+                f'timm_kwargs may not set {reserved}: {type(self).__name__} '
+                'sets them (weights come from init_cfg, the head from the '
                 'config, img_size is its own argument)')
         self.model_name = require_str('model_name', model_name)
         if not timm.is_model(model_name):
             raise ValueError(f'{model_name!r} is not a timm model name '
                              '(timm.list_models() lists them)')
-        takes = ('PromptedTimmViT takes the VisionTransformer and Eva '
+        takes = (f'{type(self).__name__} takes the VisionTransformer and Eva '
                  'classes (DINOv2/v3, CLIP, SigLIP, EVA-02, DeiT-III, MAE, '
                  'ViT)')
         try:
@@ -253,7 +252,7 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
                              'the prompts sit beside; set it to 0')
         if getattr(model, 'rope_mixed', False):
             raise ValueError(f'{model_name!r} uses depth-mixed RoPE, which '
-                             'PromptedTimmViT does not support')
+                             f'{type(self).__name__} does not support')
         self.num_layers = len(model.blocks)
         self.num_extra_tokens = model.num_prefix_tokens
         self.embed_dims = model.embed_dim
@@ -263,18 +262,187 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
         if out_type == 'cls_token' and model.cls_token is None:
             raise ValueError(
                 f"out_type 'cls_token': {model_name!r} has no class token; "
-                "use 'avg_featmap' (or 'avg_prompt' / 'avg_all')")
+                "use 'avg_featmap'")
         self.out_type = out_type
-        self.out_indices = self._layer_indices(out_indices)
+        self.out_indices = _layer_indices(out_indices, self.num_layers)
         self.final_norm = require_bool('final_norm', final_norm)
-        patch_size = model.patch_embed.patch_size
+        guard_loads(self, self.load_pretrained)
+
+    def _embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int],
+                                               Optional[torch.Tensor]]:
+        """Patch embedding, prefix tokens and positions, as timm's
+        ``forward_features`` starts: the tokens (B, n + H * W, d), the patch
+        grid and EVA's rotary embedding (None for other models)."""
+        model = self.timm_model
+        x = model.patch_embed(x)  # (B, H, W, d)
+        hw = tuple(x.shape[1:3])
+        rope = None
+        if hasattr(model, 'rope'):  # Eva: patch dropout is inside
+            x, rope = model._pos_embed(x)
+        else:
+            x = model.patch_drop(model._pos_embed(x))
+        return model.norm_pre(x), hw, rope
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The ``out_indices`` outputs of images, in the form of
+        ``out_type``.
+
+        Args:
+            x (torch.Tensor): (B, C, H, W), H and W multiples of the patch
+                size; other sizes than ``img_size`` resample the position
+                embeddings (and RoPE) as timm does.
+
+        Returns:
+            tuple[torch.Tensor]: One output per ``out_indices`` layer.
+        """
+        x, hw, rope = self._embed(x)
+        outs = []
+        last = self.num_layers - 1
+        for i, block in enumerate(self.timm_model.blocks):
+            x = block(x) if rope is None else block(x, rope=rope)
+            if i == last and self.final_norm:
+                x = self.timm_model.norm(x)
+            if i in self.out_indices:
+                outs.append(self._readout(x, hw))
+        return tuple(outs)
+
+    def _readout(self, x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+        if self.out_type == 'raw':
+            return x
+        if self.out_type == 'cls_token':
+            return x[:, 0]
+        patches = x[:, self.num_extra_tokens:]
+        if self.out_type == 'featmap':
+            return patches.reshape(x.shape[0], *hw, -1).permute(0, 3, 1, 2)
+        return patches.mean(dim=1)  # 'avg_featmap'
+
+    def checkpoint_layout(self, state: Dict[str, torch.Tensor]
+                          ) -> Dict[str, torch.Tensor]:
+        """The inverse of :meth:`from_checkpoint_layout` for this model: its
+        tensors under timm's own names (what a stand-in checkpoint holds)."""
+        prefix = 'timm_model.'
+        if any(not k.startswith(prefix) for k in state):
+            raise ValueError('checkpoint_layout takes this module\'s own '
+                             f'tensors, all under {prefix!r}')
+        return {k[len(prefix):]: v for k, v in state.items()}
+
+    def from_checkpoint_layout(self, state: Dict[str, torch.Tensor]
+                               ) -> Dict[str, torch.Tensor]:
+        """A checkpoint in timm's layout (what timm loads for the model from
+        its hub) as this module's keys: through the model's own
+        ``checkpoint_filter_fn`` (layout conversions, position embeddings
+        and patch projections resampled to this model), under
+        ``timm_model.``."""
+        model = self.timm_model
+        module = sys.modules[type(model).__module__]
+        filter_fn = getattr(module, 'checkpoint_filter_fn', None)
+        if filter_fn is not None:
+            state = filter_fn(dict(state), model)
+        return {f'timm_model.{k}': v for k, v in state.items()}
+
+    def unused_pretrained_keys(self, keys: Sequence[str]) -> list:
+        """The classifier head of a pretrained checkpoint (the model is
+        built without one: the config's head reads its features), and the
+        final norm with ``final_norm=False``."""
+        heads = self.timm_model.pretrained_cfg.get('classifier') or 'head'
+        if isinstance(heads, str):
+            heads = (heads, )
+        prefixes = tuple(f'timm_model.{h}.' for h in heads)
+        if not self.final_norm:
+            prefixes += ('timm_model.norm.', )
+        return [k for k in keys if k.startswith(prefixes)]
+
+    def load_pretrained(self) -> bool:
+        """Load ``init_cfg=dict(type='Pretrained', checkpoint=FILE)``, with
+        ``FILE`` in timm's layout, strictly
+        (:func:`~vpt_mm.checkpoints.load_configured_pretrained`).
+
+        Returns:
+            bool: False if ``init_cfg`` names no pretrained checkpoint.
+        """
+        return load_configured_pretrained(self)
+
+    def init_weights(self) -> None:
+        """Load the pretrained checkpoint strictly, or keep timm's random
+        initialisation (never mmengine's non-strict loader)."""
+        if not self.load_pretrained():
+            super().init_weights()
+
+
+@register_model()
+class PromptedTimmViT(PromptedSequenceMixin, TimmViT):
+    r"""A timm ViT-family model with learnable visual prompts, frozen.
+
+    :class:`TimmViT` with prompts: the sequence is ``[prefix tokens (class,
+    registers), prompts, patches]``. Prompts have no position: absolute
+    position embeddings are added before they enter, and RoPE leaves them
+    unrotated, as it does the prefix tokens. The prompt module, its
+    options, the fused form, the readouts and the frozen-backbone contract
+    are :class:`PromptedViT`'s.
+
+    Args:
+        model_name (str): As for :class:`TimmViT`.
+        img_size (int | tuple): As for :class:`TimmViT`.
+        out_type (str): As for :class:`PromptedViT`: ``'cls_token'``
+            (models with a class token), ``'raw'``, ``'featmap'``,
+            ``'avg_featmap'``, ``'avg_prompt'`` or ``'avg_all'``.
+            Defaults to ``'cls_token'``.
+        out_indices (int | Sequence[int]): As for :class:`TimmViT`.
+        final_norm (bool): As for :class:`TimmViT`.
+        prompt_cfg (dict): As for :class:`PromptedViT`; ``'concat-channel'``
+            is refused.
+        freeze_backbone (bool): As for :class:`PromptedViT`.
+        trainable (Sequence[str]): As for :class:`PromptedViT`, with timm's
+            parameter names under ``timm_model.``.
+        fuse_prompts (bool): As for :class:`PromptedViT`.
+        with_cp (bool): As for :class:`PromptedViT`.
+        timm_kwargs (dict, optional): As for :class:`TimmViT`.
+        init_cfg (dict, optional): As for :class:`TimmViT` (only the prompts
+            may be missing from the file).
+
+    Examples:
+        >>> from vpt_mm.backbones import PromptedTimmViT
+        >>> model = PromptedTimmViT(
+        ...     'vit_small_patch16_224', img_size=32,
+        ...     prompt_cfg=dict(num_tokens=5, deep=True),
+        ...     timm_kwargs=dict(depth=2, embed_dim=64, num_heads=2))
+        >>> model(torch.rand(2, 3, 32, 32))[0].shape
+        torch.Size([2, 64])
+    """
+
+    UPSTREAM = TimmViT
+    OWN_ARGS = PromptedSequenceMixin.OWN_ARGS + ('fuse_prompts', 'with_cp')
+    #: What the unprompted model reads where this one pools prompts.
+    UNPROMPTED_POOLS = {'avg_prompt': 'avg_featmap', 'avg_all': 'avg_featmap',
+                        'avg_featmap': 'avg_featmap'}
+    # timm's layout, not the mixin's default (which comes first).
+    checkpoint_layout = TimmViT.checkpoint_layout
+    from_checkpoint_layout = TimmViT.from_checkpoint_layout
+    unused_pretrained_keys = TimmViT.unused_pretrained_keys
+
+    def __init__(self,
+                 model_name: str,
+                 img_size: Union[int, Sequence[int]] = 224,
+                 out_type: str = 'cls_token',
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 final_norm: bool = True,
+                 prompt_cfg: Optional[dict] = None,
+                 freeze_backbone: bool = True,
+                 trainable: Sequence[str] = (),
+                 fuse_prompts: bool = True,
+                 with_cp: bool = False,
+                 timm_kwargs: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(model_name, img_size, out_type, out_indices,
+                         final_norm, timm_kwargs, init_cfg)
+        patch_embed = self.timm_model.patch_embed
         self.prompt = VisualPrompt(
             prompt_cfg or {},
             embed_dims=self.embed_dims,
             num_layers=self.num_layers,
-            patch_size=patch_size,
-            grid_size=model.patch_embed.grid_size,
-            in_channels=model.patch_embed.proj.in_channels)
+            patch_size=patch_embed.patch_size,
+            grid_size=patch_embed.grid_size,
+            in_channels=patch_embed.proj.in_channels)
         if self.prompt.location == 'concat-channel':
             raise ValueError("prompt location 'concat-channel' is not "
                              'supported by PromptedTimmViT')
@@ -282,31 +450,6 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
         self.with_cp = require_bool('with_cp', with_cp)
         self.fuse(require_bool('fuse_prompts', fuse_prompts))
         self.init_frozen_backbone(freeze_backbone, trainable)
-
-    @classmethod
-    def unprompted_cfg(cls, cfg: dict) -> dict:
-        """Refused: timm models have no mmpretrain form without prompts
-        here yet (the cost benchmark and the parameter table take
-        mmpretrain configs).
-
-        Raises:
-            ValueError: Always.
-        """
-        raise ValueError('PromptedTimmViT has no unprompted mmpretrain '
-                         'counterpart; run it with PromptPlan.empty() for '
-                         'the frozen model alone')
-
-    def _layer_indices(self, out_indices) -> Tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        indices = []
-        for index in out_indices:
-            i = index + self.num_layers if index < 0 else index
-            if not 0 <= i < self.num_layers:
-                raise ValueError(f'out_indices {index} is out of range for '
-                                 f'{self.num_layers} layers')
-            indices.append(i)
-        return tuple(indices)
 
     # The pieces PromptedSequenceMixin runs.
     def _blocks(self) -> nn.ModuleList:
@@ -350,9 +493,7 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
         ``out_type``.
 
         Args:
-            x (torch.Tensor): (B, C, H, W), H and W multiples of the patch
-                size; other sizes than ``img_size`` resample the position
-                embeddings (and RoPE) as timm does.
+            x (torch.Tensor): As for :meth:`TimmViT.forward`.
             plan (PromptPlan, optional): Each sample's prompts
                 (:meth:`prompt_plan`).
 
@@ -360,50 +501,5 @@ class PromptedTimmViT(PromptedSequenceMixin, BaseModule):
             tuple[torch.Tensor]: One output per ``out_indices`` layer.
         """
         plan = self.prompt_plan(plan)
-        model = self.timm_model
-        x = model.patch_embed(x)  # (B, H, W, d)
-        hw = tuple(x.shape[1:3])
-        rope = None
-        if hasattr(model, 'rope'):  # Eva: patch dropout is inside
-            x, rope = model._pos_embed(x)
-        else:
-            x = model.patch_drop(model._pos_embed(x))
-        x = model.norm_pre(x)
-        return self._run_layers(x, plan, hw, model.norm, hw, rope)
-
-    # Pretrained checkpoints in timm's layout.
-    def from_checkpoint_layout(self, state: Dict[str, torch.Tensor]
-                         ) -> Dict[str, torch.Tensor]:
-        """A checkpoint in timm's layout (what timm loads for the model from
-        its hub) as this module's keys: through the model's own
-        ``checkpoint_filter_fn`` (layout conversions, position embeddings
-        and patch projections resampled to this model), under
-        ``timm_model.``."""
-        model = self.timm_model
-        module = sys.modules[type(model).__module__]
-        filter_fn = getattr(module, 'checkpoint_filter_fn', None)
-        if filter_fn is not None:
-            state = filter_fn(dict(state), model)
-        return {f'timm_model.{k}': v for k, v in state.items()}
-
-    def checkpoint_layout(self, state: Dict[str, torch.Tensor]
-                          ) -> Dict[str, torch.Tensor]:
-        """The inverse of :meth:`from_checkpoint_layout` for this model: its
-        tensors under timm's own names (what a stand-in checkpoint holds)."""
-        prefix = 'timm_model.'
-        if any(not k.startswith(prefix) for k in state):
-            raise ValueError('checkpoint_layout takes this module\'s own '
-                             f'tensors, all under {prefix!r}')
-        return {k[len(prefix):]: v for k, v in state.items()}
-
-    def unused_pretrained_keys(self, keys: Sequence[str]) -> list:
-        """The classifier head of a pretrained checkpoint (the model is
-        built without one: the config's head reads its features), and the
-        final norm with ``final_norm=False``."""
-        heads = self.timm_model.pretrained_cfg.get('classifier') or 'head'
-        if isinstance(heads, str):
-            heads = (heads, )
-        prefixes = tuple(f'timm_model.{h}.' for h in heads)
-        if not self.final_norm:
-            prefixes += ('timm_model.norm.', )
-        return [k for k in keys if k.startswith(prefixes)]
+        x, hw, rope = self._embed(x)
+        return self._run_layers(x, plan, hw, self.timm_model.norm, hw, rope)

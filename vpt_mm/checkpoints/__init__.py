@@ -32,7 +32,7 @@ from .loading import (
     load_verified_checkpoint,
     register_checkpoint_schemes,
 )
-from .pretrained import load_pretrained_backbone
+from .pretrained import load_configured_pretrained, load_pretrained_backbone
 from .records import (
     CHECKPOINT_META_KEY,
     FILE_RECORD_KEY,
@@ -71,7 +71,8 @@ __all__ = [
     'file_record',
     'frozen_fingerprint', 'frozen_keys', 'guard_loads', 'is_guarded',
     'load_from_tuned', 'load_from_vpt_mm',
-    'load_full_checkpoint', 'load_model_checkpoint',
+    'load_configured_pretrained', 'load_full_checkpoint',
+    'load_model_checkpoint',
     'load_pretrained_backbone', 'load_training_checkpoint', 'load_tuned',
     'load_verified_checkpoint', 'omit_frozen', 'omits_frozen',
     'read_tuned', 'readout_of', 'record_of', 'recorded_task',

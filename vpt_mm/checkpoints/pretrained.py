@@ -109,3 +109,24 @@ def load_pretrained_backbone(backbone: nn.Module,
         f'{type(backbone).__name__} from {filename}; prompts keep their '
         'initialisation' + (f'; unused (layers switched off): {unused}'
                             if unused else ''), logger='current')
+
+
+def load_configured_pretrained(backbone: nn.Module) -> bool:
+    """Load the checkpoint ``backbone.init_cfg=dict(type='Pretrained',
+    checkpoint=..., prefix=...)`` names, strictly
+    (:func:`load_pretrained_backbone`), through the backbone's
+    ``from_checkpoint_layout`` where it has one (timm's layout for
+    :class:`~vpt_mm.backbones.TimmViT`).
+
+    Returns:
+        bool: False if ``init_cfg`` names no pretrained checkpoint.
+    """
+    init_cfg = getattr(backbone, 'init_cfg', None)
+    if not (isinstance(init_cfg, dict)
+            and init_cfg.get('type') == 'Pretrained'):
+        return False
+    load_pretrained_backbone(
+        backbone, init_cfg['checkpoint'], prefix=init_cfg.get('prefix'),
+        convert=getattr(backbone, 'from_checkpoint_layout', None))
+    backbone._is_init = True
+    return True

@@ -7,11 +7,11 @@ import torch
 from mmpretrain.models.classifiers import ImageClassifier
 from mmpretrain.structures import DataSample
 
-from ..backbones.frozen import FrozenBackboneMixin
 from ..checkpoints import (
     frozen_fingerprint,
     guard_loads,
-    load_pretrained_backbone,
+    is_guarded,
+    load_configured_pretrained,
 )
 from ..freeze import set_frozen_modes, set_trainable
 from ..registry import PRETRAIN_MODELS
@@ -70,7 +70,7 @@ class TunedClassifier(ImageClassifier):
         self._feature_cache: Dict[int, torch.Tensor] = {}
         #: Fingerprint of the frozen backbone the cached features came from.
         self._cache_fingerprint: Optional[str] = None
-        if not isinstance(self.backbone, FrozenBackboneMixin):
+        if not is_guarded(self.backbone):
             # vpt_mm's backbones guard themselves; a plain one's pretrained
             # checkpoint is this classifier's to load.
             guard_loads(self.backbone, self.load_pretrained)
@@ -84,10 +84,12 @@ class TunedClassifier(ImageClassifier):
 
     def _plain_pretrained(self) -> Optional[dict]:
         """The ``Pretrained`` init_cfg of a backbone that is not one of
-        vpt_mm's (which load strictly themselves), else None."""
+        vpt_mm's (which load strictly themselves: ``load_pretrained``), else
+        None."""
         init_cfg = getattr(self.backbone, 'init_cfg', None)
         if (isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
-                and not isinstance(self.backbone, FrozenBackboneMixin)):
+                and not callable(getattr(self.backbone, 'load_pretrained',
+                                         None))):
             return init_cfg
         return None
 
@@ -98,13 +100,9 @@ class TunedClassifier(ImageClassifier):
         Returns:
             bool: False if there is no such checkpoint to load.
         """
-        init_cfg = self._plain_pretrained()
-        if init_cfg is None:
+        if self._plain_pretrained() is None:
             return False
-        load_pretrained_backbone(self.backbone, init_cfg['checkpoint'],
-                                 prefix=init_cfg.get('prefix'))
-        self.backbone._is_init = True
-        return True
+        return load_configured_pretrained(self.backbone)
 
     def init_weights(self) -> None:
         """mmpretrain's, except that a plain mmpretrain backbone's

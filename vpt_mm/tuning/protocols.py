@@ -101,10 +101,10 @@ class Protocol:
 
 def backbone_kind(backbone: nn.Module) -> str:
     """``'vit'``, ``'swin'`` or ``'convnet'`` for an mmpretrain backbone,
-    ``'timm'`` for a :class:`~vpt_mm.backbones.PromptedTimmViT` (its
-    protocols: VPT and VPT+Bias)."""
-    from ..backbones.timm_vit import PromptedTimmViT
-    if isinstance(backbone, PromptedTimmViT):
+    ``'timm'`` for a :class:`~vpt_mm.backbones.TimmViT` (or its prompted
+    form)."""
+    from ..backbones.timm_vit import TimmViT
+    if isinstance(backbone, TimmViT):
         return 'timm'
     if isinstance(backbone, VisionTransformer):
         return 'vit'
@@ -121,6 +121,8 @@ def transformer_blocks(backbone: nn.Module) -> List[nn.Module]:
     """The transformer blocks of a ViT or Swin backbone, input first."""
     if backbone_kind(backbone) == 'vit':
         return list(backbone.layers)
+    if backbone_kind(backbone) == 'timm':
+        return list(backbone.timm_model.blocks)
     if backbone_kind(backbone) == 'swin':
         return [b for stage in backbone.stages for b in stage.blocks]
     raise ValueError(f'{type(backbone).__name__} has no transformer blocks')
@@ -139,6 +141,12 @@ def partial_patterns(backbone: nn.Module, k: int) -> List[str]:
             raise ValueError(f'Partial-{k}: the ViT has {num} layers')
         ids = '|'.join(str(i) for i in range(num - k, num))
         return [rf'^layers\.({ids})\.', r'^ln[12]\.']
+    if kind == 'timm':
+        num = len(backbone.timm_model.blocks)
+        if k > num:
+            raise ValueError(f'Partial-{k}: the ViT has {num} layers')
+        ids = '|'.join(str(i) for i in range(num - k, num))
+        return [rf'^timm_model\.blocks\.({ids})\.', r'^timm_model\.norm\.']
     if kind == 'swin':
         if k not in SWIN_PARTIAL:
             raise ValueError(f'Partial-{k} is not defined for Swin; k in '
@@ -178,6 +186,9 @@ def backbone_patterns(protocol: Protocol, backbone: nn.Module) -> List[str]:
         raise ValueError(
             f'tuning {name!r} is a baseline without prompts; use the plain '
             f'mmpretrain backbone instead of {type(backbone).__name__}')
+    if name == 'Adapter' and kind == 'timm':
+        raise ValueError('Adapters are placed in mmpretrain transformer '
+                         f'layers; {type(backbone).__name__} has none')
     if name == 'Adapter' and kind == 'convnet':
         raise ValueError('Adapters go after the FFN of transformer blocks; '
                          f'{type(backbone).__name__} has none')
