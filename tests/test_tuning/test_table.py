@@ -73,3 +73,15 @@ def test_param_table_tool():
     assert '| Full | 85,798,656 | 100.00% |' in proc.stdout
     assert '| VPT-Deep | 92,160 | 0.10% |' in proc.stdout
     assert 'total params for 5 tasks' in proc.stdout
+
+
+def test_table_counts_timm_backbones_from_their_configs():
+    """The timm models' rows read their VTAB config (a ViT-B: 12 layers of
+    width 768, so VPT-Deep p=50 tunes 460,800 prompt parameters)."""
+    from vpt_mm.tuning.table import model_config
+    cfg = model_config('dinov2-b14')
+    assert cfg['backbone']['type'] == 'PromptedTimmViT'
+    deep = protocol_cost('dinov2-b14', dict(type='VPT'), [10], [50])
+    assert deep.tuned == 12 * 50 * 768
+    linear = protocol_cost('dinov2-b14', dict(type='Linear'), [10])
+    assert linear.tuned == 0 and linear.backbone == deep.backbone

@@ -221,6 +221,9 @@ class TimmViT(BaseModule):
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         import timm
+        if timm_kwargs is not None and not isinstance(timm_kwargs, dict):
+            raise TypeError('timm_kwargs must be a dict of timm.create_model '
+                            f'arguments, got {timm_kwargs!r}')
         timm_kwargs = dict(timm_kwargs or {})
         reserved = sorted(set(timm_kwargs) & set(RESERVED_TIMM_KWARGS))
         if reserved:

@@ -18,9 +18,14 @@ from .accounting import count_parameters, truncate_decimals
 
 #: Backbones of the paper, each the model config
 #: ``configs/_base_/models/vpt_<name>.py`` (the one the benchmark configs
-#: inherit); the baselines use the same backbone without prompts.
+#: inherit), and timm's foundation models, each the model of
+#: ``configs/vtab/vpt_deep_<name>.py``; the baselines use the same backbone
+#: without prompts.
 BACKBONES = ('vit-b16', 'vit-l16', 'vit-h14', 'swin-b', 'convnext-b',
-             'resnet-50')
+             'resnet-50', 'dinov2-b14', 'clip-b16', 'siglip-b16',
+             'eva02-b14')
+#: The backbones whose model is a benchmark config's (timm models).
+_FROM_VTAB = ('dinov2-b14', 'clip-b16', 'siglip-b16', 'eva02-b14')
 #: The repository's configs folder (an editable install's checkout).
 CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(
     __file__)))), 'configs')
@@ -28,7 +33,8 @@ CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(
 
 def model_config(backbone: str, configs: str = CONFIGS) -> dict:
     """The VPT model config of a backbone of :data:`BACKBONES`, read from
-    ``configs/_base_/models/vpt_<backbone>.py``.
+    ``configs/_base_/models/vpt_<backbone>.py`` (timm models:
+    ``configs/vtab/vpt_deep_<backbone>.py``).
 
     Raises:
         ValueError: For another backbone name.
@@ -40,7 +46,9 @@ def model_config(backbone: str, configs: str = CONFIGS) -> dict:
     if backbone not in BACKBONES:
         raise ValueError(f'Unknown backbone {backbone!r}; choose from '
                          f'{list(BACKBONES)}')
-    path = osp.join(configs, '_base_', 'models', f'vpt_{backbone}.py')
+    path = (osp.join(configs, 'vtab', f'vpt_deep_{backbone}.py')
+            if backbone in _FROM_VTAB else
+            osp.join(configs, '_base_', 'models', f'vpt_{backbone}.py'))
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'{path} does not exist: the parameter table reads the model '
