@@ -43,8 +43,19 @@ def _pair(build, prompt_cfg, **kwargs):
     return token.to(DEVICE), fused.to(DEVICE)
 
 
+def tiny_timm(model_name):
+    """A tiny random timm model of ``model_name``'s family, 32x32 inputs."""
+    from vpt_mm.backbones import PromptedTimmViT
+    return lambda cfg, **kw: PromptedTimmViT(
+        model_name, img_size=32, out_type='avg_all', prompt_cfg=cfg,
+        timm_kwargs=dict(depth=3, embed_dim=64, num_heads=2, patch_size=8),
+        **kw)
+
+
 BACKBONES = {
     'vit': lambda cfg, **kw: tiny_vit(cfg, out_type='avg_all', **kw),
+    'timm-dinov2': tiny_timm('vit_base_patch14_reg4_dinov2'),
+    'timm-eva02': tiny_timm('eva02_base_patch14_224'),
     'swin': lambda cfg, **kw: tiny_swin(cfg, out_type='avg_all',
                                         out_indices=(1, ), **kw),
 }

@@ -77,6 +77,13 @@ model = dict(
                   img_size=32, window_size=4, out_indices=(1, )),
     head=dict(in_channels=32))
 """,
+    'dinov2': f"""
+_base_ = ['{REPO}/configs/vtab/vpt_deep_dinov2-b14.py']
+model = dict(
+    backbone=dict(img_size=28, timm_kwargs=dict(depth=2, embed_dim=32,
+                                                num_heads=2)),
+    head=dict(in_channels=32))
+""",
     'setr': f"""
 _base_ = ['{REPO}/configs/setr/vpt_deep_vit-l_ade20k.py']
 model = dict(
@@ -115,6 +122,8 @@ def plan(scale: str, work: str, device: str) -> List[dict]:
             osp.join(work, 'smoke_swin.py'))
     setr = ('configs/setr/vpt_deep_vit-l_ade20k.py' if full else
             osp.join(work, 'smoke_setr.py'))
+    dinov2 = ('configs/vtab/vpt_deep_dinov2-b14.py' if full else
+              osp.join(work, 'smoke_dinov2.py'))
     batch = ['--batch-size', '64' if full else '2']
     size = ['--img-size', '224' if full else '32']
     tokens = ['1', '50', '200'] if full else ['2']
@@ -160,6 +169,17 @@ def plan(scale: str, work: str, device: str) -> List[dict]:
              device, '--repeats', '5' if full else '1', '--infer-repeats',
              '10' if full else '1', '--out-dir', osp.join(work,
                                                            'cost_swin')],
+        timeout=120, least=30))
+    steps.append(dict(
+        name='cost_dinov2', kind='cost',
+        what='DINOv2-B/14 (timm) cost, fp32, next to ViT-B/16\'s',
+        out=osp.join(work, 'cost_dinov2'),
+        cmd=[PY, cost, dinov2, *batch, '--img-size', '224' if full else '28',
+             '--num-tokens', *(['50'] if full else ['1']), '--methods',
+             'full', 'linear', 'deep', '--forms', 'token', 'fused',
+             '--device', device, '--repeats', '5' if full else '1',
+             '--infer-repeats', '10' if full else '1', '--out-dir',
+             osp.join(work, 'cost_dinov2')],
         timeout=120, least=30))
     steps.append(dict(
         name='time_to_result_in_memory', kind='ttr', in_memory=True,

@@ -3,6 +3,7 @@ import torch
 from mmpretrain.models.backbones import VisionTransformer
 
 from tests.conftest import TINY, tiny_vit
+from vpt_mm.backbones import PromptedViT
 
 VARIANTS = [
     dict(num_tokens=5),
@@ -308,3 +309,40 @@ def test_unprompted_cfg_names_every_own_argument():
     assert plain.patch_resolution == (4, 4)
     with pytest.raises(ValueError, match="out_type 'avg_all' pools prompt"):
         PromptedViT.unprompted_cfg(dict(cfg, out_type='avg_all'))
+
+
+SMALL = dict(embed_dims=64, num_layers=2, num_heads=2,
+             feedforward_channels=128)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(arch='dinov2-small'),  # mmpretrain's DINOv2 arch (layer scale)
+    dict(arch=SMALL, pre_norm=True),  # CLIP's pre-norm
+    dict(arch=SMALL, layer_cfgs=dict(ffn_type='swiglu_fused'),
+         layer_scale_init_value=0.1),  # SwiGLU + layer scale
+], ids=['dinov2', 'clip-pre-norm', 'swiglu-layer-scale'])
+def test_mmpretrain_archs_fused_equals_token(kwargs):
+    """mmpretrain's own DINOv2, CLIP (pre_norm) and SwiGLU + layer-scale
+    ViTs under PromptedViT: the fused form equals the token form."""
+    outs = []
+    for fuse in (False, True):
+        torch.manual_seed(0)
+        model = PromptedViT(img_size=28, patch_size=14, fuse_prompts=fuse,
+                            prompt_cfg=dict(num_tokens=3, deep=True,
+                                            dropout=0.0), **kwargs).eval()
+        with torch.no_grad():
+            model.prompt.embeddings.normal_()
+        y = model(torch.rand(2, 3, 28, 28, generator=torch.Generator(
+        ).manual_seed(1)))[0]
+        y.square().sum().backward()
+        outs.append((y, model.prompt.embeddings.grad))
+    assert model.fused_layers
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-5, rtol=1e-4)
+
+
+def test_mmpretrain_eva_arguments_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"takes no \['use_abs_pos_emb'\].*"
+                       'PromptedTimmViT'):
+        PromptedViT(arch=SMALL, img_size=28, patch_size=14,
+                    use_abs_pos_emb=False)

@@ -8,7 +8,8 @@ import pytest
 from tests.test_tools.test_train import REPO, load_tool
 
 STEPS = ['tier_core', 'cost_vit_fp32', 'cost_vit_bf16', 'time_to_result',
-         'tier_tools', 'cost_swin', 'time_to_result_in_memory', 'cost_setr']
+         'tier_tools', 'cost_swin', 'cost_dinov2', 'time_to_result_in_memory',
+         'cost_setr']
 
 
 def _gpu_check():

@@ -26,6 +26,21 @@ from .frozen import FrozenBackboneMixin
 from .sequence import PromptedSequenceMixin
 
 
+def _check_upstream_args(kwargs: dict) -> None:
+    """Refuse arguments mmpretrain's ``VisionTransformer`` does not take,
+    naming them: those of its other ViT classes (EVA-02's ``ViTEVA02``,
+    ``BEiTViT``) among them."""
+    import inspect
+    known = set(inspect.signature(VisionTransformer.__init__).parameters)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(
+            f'PromptedViT prompts mmpretrain\'s VisionTransformer, which '
+            f'takes no {unknown}: arguments of its other ViT classes (EVA, '
+            'BEiT: BEiTViT, ViTEVA02) are not supported; for EVA-02 use '
+            "PromptedTimmViT(model_name='eva02_base_patch14_224')")
+
+
 @register_model()
 class PromptedViT(PromptedSequenceMixin, VisionTransformer):
     r"""Vision Transformer with learnable visual prompts, backbone frozen.
@@ -100,6 +115,7 @@ class PromptedViT(PromptedSequenceMixin, VisionTransformer):
                  fuse_prompts: bool = True,
                  with_cp: bool = False,
                  **kwargs) -> None:
+        _check_upstream_args(kwargs)
         super().__init__(
             arch=arch,
             img_size=img_size,
