@@ -19,15 +19,22 @@ def write_pretrained(path: str, arch: dict = ARCH) -> str:
 
 
 def write_seg_config(path: str, name: str, ckpt: str, data_root: str,
-                     extra: str = '', arch: dict = ARCH) -> str:
-    """``configs/setr/<name>_vit-l_ade20k.py`` with a 4-layer 32-wide ViT
-    (or ``arch``, its first 4 layers read out), 64x64 crops, slide
-    inference with 64x64 windows and stride 43, a few iterations, and the
-    data under ``data_root``."""
-    base = osp.join(REPO, 'configs', 'setr', f'{name}_vit-l_ade20k.py')
+                     extra: str = '', arch: dict = ARCH,
+                     backbone: str = '', config: str = '',
+                     crop: int = 64) -> str:
+    """``configs/setr/<name>_vit-l_ade20k.py`` (or ``config``) with a
+    4-layer 32-wide ViT (or ``arch``, its first 4 layers read out; or the
+    ``backbone`` arguments given), ``crop`` x ``crop`` crops (64), slide
+    inference with windows of that size and stride 2/3 of it, a few
+    iterations, and the data under ``data_root``."""
+    base = osp.join(REPO, 'configs', 'setr',
+                    config or f'{name}_vit-l_ade20k.py')
+    backbone = backbone or (f"arch=dict(_delete_=True, **{arch!r}), "
+                            'img_size=crop_size')
+    stride = crop * 2 // 3
     text = f"""
 _base_ = [{base!r}]
-crop_size = (64, 64)
+crop_size = ({crop}, {crop})
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 aux = dict(type='SETRUPHead', in_channels={arch['embed_dims']}, channels=16,
            num_classes=150, dropout_ratio=0, norm_cfg=norm_cfg, num_convs=1,
@@ -36,12 +43,12 @@ aux = dict(type='SETRUPHead', in_channels={arch['embed_dims']}, channels=16,
                             loss_weight=0.4))
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(arch=dict(_delete_=True, **{arch!r}), img_size=crop_size,
-                  out_indices=(0, 1, 2, 3),
+    backbone=dict({backbone}, out_indices=(0, 1, 2, 3),
                   init_cfg=dict(checkpoint={ckpt!r})),
     decode_head=dict(in_channels={arch['embed_dims']}, channels=16),
     auxiliary_head=[dict(aux, in_index=i) for i in range(3)],
-    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(43, 43)))
+    test_cfg=dict(mode='slide', crop_size=crop_size,
+                  stride=({stride}, {stride})))
 data_root = {data_root!r}
 train_pipeline = [
     dict(type='LoadImageFromFile'),

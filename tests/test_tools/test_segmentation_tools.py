@@ -81,3 +81,50 @@ def test_dist_train_two_gloo_processes(ade, tmp_path):
     assert 'SyncBN needs CUDA' in log
     assert 'mIoU' in log
     assert osp.exists(osp.join(work, 'iter_4.pth'))
+
+
+def test_setr_on_a_timm_dinov2(tmp_path):
+    """configs/setr/vpt_deep_dinov2-b14_ade20k.py with a tiny random DINOv2
+    (14-pixel patches; its file in timm's layout) trains, tests and
+    extracts a tuned file that tests the same."""
+    import timm
+    from safetensors.torch import save_file
+
+    data_root = make_ade20k_layout(str(tmp_path / 'ade'))
+    tiny = dict(depth=4, embed_dim=32, num_heads=2)
+    torch.manual_seed(0)
+    source = timm.create_model('vit_base_patch14_reg4_dinov2',
+                               pretrained=False, img_size=56, **tiny)
+    ckpt = str(tmp_path / 'model.safetensors')
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()},
+              ckpt)
+    test_pipeline = """
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(84, 56), keep_ratio=False),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+"""
+    cfg = write_seg_config(
+        str(tmp_path / 'dinov2.py'), 'vpt_deep', ckpt, data_root,
+        extra=test_pipeline, arch=dict(embed_dims=32),
+        backbone=f'img_size=crop_size, timm_kwargs={tiny!r}',
+        config='vpt_deep_dinov2-b14_ade20k.py', crop=56)
+    work = str(tmp_path / 'work')
+    log = run([sys.executable, 'tools/train.py', cfg, '--work-dir', work])
+    assert 'mIoU' in log
+    state = torch.load(osp.join(work, 'iter_4.pth'))['state_dict']
+    assert {k for k in state if k.startswith('backbone.')} == {
+        'backbone.prompt.embeddings'}
+    tuned = str(tmp_path / 'tuned.safetensors')
+    run([sys.executable, 'tools/model_converters/extract_tuned.py', cfg,
+         osp.join(work, 'iter_4.pth'), tuned])
+    outs = [str(tmp_path / 'a.json'), str(tmp_path / 'b.json')]
+    for path, out in zip((osp.join(work, 'iter_4.pth'), tuned), outs):
+        run([sys.executable, 'tools/test.py', cfg, path, '--out', out,
+             '--work-dir', work])
+    with open(outs[0]) as a, open(outs[1]) as b:
+        assert json.load(a) == json.load(b)
