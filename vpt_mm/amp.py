@@ -8,6 +8,7 @@ master weights in both: autocast only changes the dtype of the operations.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional, Union
 
 import torch
@@ -68,3 +69,27 @@ def enable_amp(cfg: Config, dtype: Optional[str] = None) -> None:
         dtype = 'bfloat16'
     if dtype is not None:
         wrapper.dtype = dtype
+
+
+def amp_wrapper_for_device(optim_wrapper: dict) -> dict:
+    """An ``optim_wrapper`` config for this machine: mmengine's
+    ``AmpOptimWrapper`` (what mmseg's AMP configs name, e.g. its ConvNeXt
+    UperNet recipes) becomes :class:`CPUAmpOptimWrapper` in bfloat16 where
+    there is no GPU, with a warning saying so; anything else is returned as
+    it is. A float16 ``dtype`` stays an error on CPU (naming it).
+
+    Args:
+        optim_wrapper (dict): The config's ``optim_wrapper``.
+
+    Returns:
+        dict: The same config, or a copy naming ``CPUAmpOptimWrapper``.
+    """
+    if (not isinstance(optim_wrapper, dict)
+            or optim_wrapper.get('type') != 'AmpOptimWrapper'
+            or torch.cuda.is_available()):
+        return optim_wrapper
+    from mmengine.logging import print_log
+    print_log('optim_wrapper AmpOptimWrapper needs CUDA; on this CPU it is '
+              'CPUAmpOptimWrapper (bfloat16 autocast, no loss scaling)',
+              logger='current', level=logging.WARNING)
+    return dict(optim_wrapper, type='CPUAmpOptimWrapper')

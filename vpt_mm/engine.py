@@ -35,6 +35,7 @@ from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
 from torch.optim import Optimizer
 
+from .amp import amp_wrapper_for_device
 from .checkpoints import (
     backbone_source,
     load_training_checkpoint,
@@ -159,7 +160,10 @@ class VPTRunner(Runner):
     def build_optim_wrapper(self, optim_wrapper):
         """mmengine's, with :class:`~vpt_mm.optim.VPTOptimWrapperConstructor`
         (frozen parameters left out, quietly) for an ``optim_wrapper`` that
-        names no ``constructor``."""
+        names no ``constructor``, and mmengine's ``AmpOptimWrapper``
+        switched to :class:`~vpt_mm.amp.CPUAmpOptimWrapper` without a GPU
+        (:func:`~vpt_mm.amp.amp_wrapper_for_device`)."""
+        optim_wrapper = amp_wrapper_for_device(optim_wrapper)
         if (isinstance(optim_wrapper, dict)
                 and optim_wrapper.get('optimizer') is not None
                 and 'constructor' not in optim_wrapper
