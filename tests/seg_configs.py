@@ -18,6 +18,40 @@ def write_pretrained(path: str, arch: dict = ARCH) -> str:
     return path
 
 
+def _data(data_root: str) -> str:
+    """The data part of the small segmentation configs: the generated
+    ADE20K under ``data_root``, random 64-pixel training crops
+    (``crop_size``), 80x48 test images, a few iterations."""
+    return f"""
+data_root = {data_root!r}
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0),
+         keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(80, 48), keep_ratio=False),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs'),
+]
+loader = dict(num_workers=0, persistent_workers=False)
+train_dataloader = dict(batch_size=2, dataset=dict(
+    data_root=data_root, pipeline=train_pipeline), **loader)
+val_dataloader = dict(batch_size=1, dataset=dict(
+    data_root=data_root, pipeline=test_pipeline), **loader)
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=4, val_interval=4)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=4))
+"""
+
+
 def write_seg_config(path: str, name: str, ckpt: str, data_root: str,
                      extra: str = '', arch: dict = ARCH,
                      backbone: str = '', config: str = '',
@@ -49,32 +83,7 @@ model = dict(
     auxiliary_head=[dict(aux, in_index=i) for i in range(3)],
     test_cfg=dict(mode='slide', crop_size=crop_size,
                   stride=({stride}, {stride})))
-data_root = {data_root!r}
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.5, 2.0),
-         keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(80, 48), keep_ratio=False),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs'),
-]
-loader = dict(num_workers=0, persistent_workers=False)
-train_dataloader = dict(batch_size=2, dataset=dict(
-    data_root=data_root, pipeline=train_pipeline), **loader)
-val_dataloader = dict(batch_size=1, dataset=dict(
-    data_root=data_root, pipeline=test_pipeline), **loader)
-test_dataloader = val_dataloader
-train_cfg = dict(max_iters=4, val_interval=4)
-default_hooks = dict(logger=dict(interval=1),
-                     checkpoint=dict(interval=4))
+{_data(data_root)}
 {extra}
 """
     with open(path, 'w') as f:
@@ -93,3 +102,29 @@ def build_seg_model(config_path: str):
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     model.init_weights()
     return cfg, model
+
+
+def write_upernet_config(path: str, config: str, backbone: str,
+                         widths: tuple, data_root: str, extra: str = '',
+                         crop: int = 64) -> str:
+    """``configs/upernet/<config>`` with the ``backbone`` arguments given
+    (a small arch), ``crop`` x ``crop`` crops, small UPerHead / FCN heads
+    for stage ``widths``, slide inference with windows of the crop size,
+    the generated data under ``data_root`` and a few iterations."""
+    base = osp.join(REPO, 'configs', 'upernet', config)
+    text = f"""
+_base_ = [{base!r}]
+crop_size = ({crop}, {crop})
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict({backbone}),
+    decode_head=dict(in_channels={list(widths)!r}, channels=16),
+    auxiliary_head=dict(in_channels={widths[2]}, channels=8),
+    test_cfg=dict(mode='slide', crop_size=crop_size,
+                  stride=({crop * 2 // 3}, {crop * 2 // 3})))
+{_data(data_root)}
+{extra}
+"""
+    with open(path, 'w') as f:
+        f.write(text)
+    return path

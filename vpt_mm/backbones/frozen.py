@@ -147,6 +147,22 @@ class FrozenBackboneMixin:
             return [k for k in keys if k.startswith('ln1.')]
         return []
 
+    def fresh_pretrained_keys(self, missing: Sequence[str]) -> list:
+        """The keys among ``missing`` that a pretrained checkpoint may lack:
+        the output norms of stages (``norm{i}``, weight and bias, each norm
+        missing whole) that a classification checkpoint holds none for,
+        which mmseg's recipes add for their ``out_indices`` and start from
+        LayerNorm's initialisation (weight 1, bias 0), as mmseg's own Swin
+        and ConvNeXt loading leaves them. Strict loading logs them."""
+        import re
+        norms = {}
+        for key in missing:
+            match = re.fullmatch(r'(norm\d+)\.(weight|bias)', key)
+            if match:
+                norms.setdefault(match.group(1), set()).add(match.group(2))
+        return [k for k in missing if k.split('.')[0] in norms
+                and norms[k.split('.')[0]] == {'weight', 'bias'}]
+
     def load_pretrained(self) -> bool:
         """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly, in the
         layout of :meth:`from_checkpoint_layout`

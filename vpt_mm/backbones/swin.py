@@ -465,6 +465,14 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
         stage_ends = {end - 1 for end in itertools.accumulate(self.depths)}
         return not (block in stage_ends and self.prompt_merging == 'drop')
 
+    def unused_pretrained_keys(self, keys: Sequence[str]) -> list:
+        """See :meth:`FrozenBackboneMixin.unused_pretrained_keys`; also the
+        final classification norm (``norm.``) of mmseg's Swin checkpoints
+        (``swin2mmseg.py`` keeps it; mmseg's Swin, which has per-stage
+        norms only, does not load it either)."""
+        return super().unused_pretrained_keys(keys) + [
+            k for k in keys if k.startswith('norm.')]
+
     def task_prompts(self, fuse: Optional[bool] = None) -> TaskPrompts:
         """This model's prompts as one task of a :class:`PromptPlan`:
         block indices over all stages, each with its stage's prompts.

@@ -99,6 +99,12 @@ def load_pretrained_backbone(backbone: nn.Module,
     if hasattr(backbone, 'unused_pretrained_keys'):
         unused = backbone.unused_pretrained_keys(unexpected)
     unexpected = [k for k in unexpected if k not in unused]
+    # Layers a checkpoint of this kind cannot hold (the output norms of a
+    # segmentation backbone's stages, from a classification checkpoint).
+    fresh = []
+    if hasattr(backbone, 'fresh_pretrained_keys'):
+        fresh = backbone.fresh_pretrained_keys(missing)
+    missing = [k for k in missing if k not in fresh]
     _check_key_sets(
         missing, unexpected,
         f'Checkpoint {filename} does not fit {type(backbone).__name__}',
@@ -108,7 +114,9 @@ def load_pretrained_backbone(backbone: nn.Module,
         f'Loaded {len(state) - len(unused)} pretrained tensors into '
         f'{type(backbone).__name__} from {filename}; prompts keep their '
         'initialisation' + (f'; unused (layers switched off): {unused}'
-                            if unused else ''), logger='current')
+                            if unused else '') +
+        (f'; not in the checkpoint, keeping their initialisation (new '
+         f'output norms): {fresh}' if fresh else ''), logger='current')
 
 
 def load_configured_pretrained(backbone: nn.Module) -> bool:

@@ -48,4 +48,12 @@ def standin_backbone_state(cfg: Config,
     state = {k: v.detach().clone() for k, v in backbone.state_dict().items()
              if k not in added}
     layout = getattr(backbone, 'checkpoint_layout', None)
-    return layout(state) if layout is not None else state
+    if layout is not None:
+        state = layout(state)
+    # A checkpoint read under a prefix (a whole classifier's, e.g. the
+    # mmpretrain ConvNeXt mmseg's recipes load with prefix='backbone.').
+    prefix = (cfg.model.backbone.get('init_cfg') or {}).get('prefix')
+    if prefix:
+        prefix = prefix if prefix.endswith('.') else prefix + '.'
+        state = {prefix + k: v for k, v in state.items()}
+    return state
