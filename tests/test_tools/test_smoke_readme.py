@@ -53,3 +53,23 @@ def test_readme_smoke_block_runs(tmp_path):
     assert len(scores) >= 2 and scores[0] == scores[1], scores
     preds = json.loads((work / 'vtab' / 'preds.json').read_text())
     assert preds and all('dmlab' in row for row in preds.values())
+
+
+def test_readme_upernet_smoke_block_runs(tmp_path):
+    """The README's UperNet smoke block (mmseg's own recipes with
+    PromptedSwin and PromptedConvNeXt, ConvNeXt's AMP in bfloat16 on the
+    CPU), run as written."""
+    script = readme_block('### CPU smoke: the UperNet recipes')
+    assert script.count('configs/upernet/') == 1 and 'for c in' in script
+    script = script.replace('data/smoke', str(tmp_path / 'data')).replace(
+        'work_dirs/smoke', str(tmp_path / 'work'))
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run(['bash', '-euo', 'pipefail', '-c', script],
+                          cwd=REPO, capture_output=True, text=True, env=env,
+                          timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    for name in ('vpt_deep_swin-b_ade20k', 'vpt_convnext-b_ade20k'):
+        assert (tmp_path / 'work' / name / 'iter_2.pth').exists(), name
+    assert out.count('mIoU') >= 2
+    assert 'it is CPUAmpOptimWrapper' in out
