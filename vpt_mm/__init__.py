@@ -17,6 +17,7 @@ from . import (  # noqa: E402,F401
     hooks,
     optim,
     schedulers,
+    segmentation,
     tuning,
 )
 from .checkpoints import (  # noqa: E402

@@ -66,7 +66,9 @@ def config_from_file(path: str, cfg_options: Optional[dict] = None) -> Config:
     """Load a config, apply ``--cfg-options`` and set its default scope.
 
     A config file that writes ``num_classes`` next to a task it disagrees
-    with is refused (:func:`check_num_classes_in_file`).
+    with is refused (:func:`check_num_classes_in_file`); a timm backbone's
+    normalisation left at None is the model's
+    (:func:`apply_model_normalisation`).
 
     Args:
         path (str): Config file.
@@ -80,6 +82,7 @@ def config_from_file(path: str, cfg_options: Optional[dict] = None) -> Config:
     check_num_classes_in_file(path, cfg)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    apply_model_normalisation(cfg)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     return cfg
 

@@ -5,13 +5,12 @@
 # The backbone loads strictly from the file timm's hub holds for it
 # (`model.safetensors` of `timm/vit_base_patch14_reg4_dinov2.lvd142m`), in
 # timm's own layout: no conversion step (README, "Checkpoints"). The data
-# preprocessor's mean and std are left to the model (None: timm's pretrained
-# config fills them in, vpt_mm.config.apply_model_normalisation). The CLIP,
-# SigLIP and EVA-02 configs replace model_name, out_type and the checkpoint.
+# preprocessor's mean and std (ImageNet's, inherited) are DINOv2's own, as
+# timm's pretrained config gives them (tested). The CLIP, SigLIP and EVA-02
+# configs replace model_name, out_type, the checkpoint and the mean and std.
 _base_ = ['./vpt_deep_vit-b.py']
 
 model = dict(
-    data_preprocessor=dict(mean=None, std=None),
     backbone=dict(
         _delete_=True,
         type='PromptedTimmViT',

@@ -6,6 +6,10 @@
 _base_ = ['./vpt_deep_dinov2-b14.py']
 
 model = dict(
+    # The model's own mean and std (timm's pretrained config; tested).
+    data_preprocessor=dict(
+        mean=[122.7709, 116.746, 104.0937],
+        std=[68.5005, 66.6322, 70.3232]),
     backbone=dict(
         model_name='eva02_base_patch14_224',
         out_type='cls_token',

@@ -9,8 +9,8 @@
 # ignored by the loss); test images are resized to a 518 short side and
 # slide inference uses 518x518 windows, so every window is 37x37 patches
 # (a side that is not a multiple of 14 is an error: --tta's scales are not
-# supported). The data preprocessor's mean and std are the model's (timm's
-# pretrained config).
+# supported). The data preprocessor's mean and std (ImageNet's, inherited)
+# are DINOv2's own.
 _base_ = ['./vpt_deep_vit-l_ade20k.py']
 
 crop_size = (518, 518)
@@ -28,7 +28,7 @@ _aux_head = dict(
     loss_decode=dict(
         type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4))
 model = dict(
-    data_preprocessor=dict(size=crop_size, mean=None, std=None),
+    data_preprocessor=dict(size=crop_size),
     backbone=dict(
         _delete_=True,
         type='PromptedTimmViT',

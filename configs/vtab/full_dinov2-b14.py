@@ -6,7 +6,6 @@
 _base_ = ['./full_vit-b.py']
 
 model = dict(
-    data_preprocessor=dict(mean=None, std=None),
     backbone=dict(
         _delete_=True,
         type='TimmViT',

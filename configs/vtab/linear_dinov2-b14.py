@@ -6,7 +6,6 @@
 _base_ = ['./linear_vit-b.py']
 
 model = dict(
-    data_preprocessor=dict(mean=None, std=None),
     backbone=dict(
         _delete_=True,
         type='TimmViT',

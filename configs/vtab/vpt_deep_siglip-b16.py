@@ -7,6 +7,10 @@
 _base_ = ['./vpt_deep_dinov2-b14.py']
 
 model = dict(
+    # The model's own mean and std (timm's pretrained config; tested).
+    data_preprocessor=dict(
+        mean=[127.5, 127.5, 127.5],
+        std=[127.5, 127.5, 127.5]),
     backbone=dict(
         model_name='vit_base_patch16_siglip_224',
         out_type='avg_featmap',

@@ -333,10 +333,17 @@ def test_timm_configs_build_with_the_models_normalisation(path):
     assert scores.shape == (1, cfg.model.head.num_classes)
 
 
-def test_normalisation_a_config_sets_is_kept():
+def test_normalisation_a_config_sets_is_kept(tmp_path):
     from mmengine.config import Config
 
-    from vpt_mm.config import apply_model_normalisation
+    from vpt_mm.config import apply_model_normalisation, config_from_file
+    # A user's config leaving them out gets the model's on every load.
+    mine = tmp_path / 'mine.py'
+    base = osp.join(REPO, 'configs/vtab/vpt_deep_siglip-b16.py')
+    mine.write_text(f"_base_ = [{base!r}]\nmodel = dict(data_preprocessor="
+                    "dict(mean=None, std=None))\n")
+    assert config_from_file(str(mine)).model.data_preprocessor.std == \
+        [127.5] * 3
     cfg = Config(dict(model=dict(
         data_preprocessor=dict(mean=[1, 2, 3], std=None),
         backbone=dict(type='mmpretrain.PromptedTimmViT',
@@ -457,3 +464,45 @@ def test_baselines_on_a_timm_backbone(tmp_path, tuning):
 def test_adapter_is_refused_on_a_timm_backbone(tmp_path):
     with pytest.raises(ValueError, match='Adapters are placed in mmpretrain'):
         baseline('vit_base_patch16_224', 'unused.pth', dict(type='Adapter'))
+
+
+def test_inferencer_serves_timm_tasks_in_one_batch(tmp_path):
+    """VPTInferencer (tools/infer.py's engine) on two tuned files of one
+    timm DINOv2: one shared forward, each task's scores its own model's."""
+    from mmengine.config import Config
+
+    from tests.conftest import perturb_tuned
+    from vpt_mm.apis import VPTInferencer, load_task_model
+    from vpt_mm.checkpoints import save_tuned
+    name = 'vit_base_patch14_reg4_dinov2'
+    pretrained = tmp_path / 'model.safetensors'
+    write_timm_file(name, pretrained)
+    cfg = Config.fromfile(osp.join(REPO, 'configs/vtab/'
+                                   'vpt_deep_dinov2-b14.py'))
+    cfg.model.backbone.update(
+        img_size=28, timm_kwargs=TINY, prompt_cfg=dict(num_tokens=3),
+        init_cfg=dict(type='Pretrained', checkpoint=str(pretrained)))
+    cfg.model.head.update(in_channels=64, num_classes=4)
+    # The images as they are (the VTAB test pipeline resizes to 224).
+    cfg.test_dataloader.dataset.pipeline = [dict(type='PackInputs')]
+    files = {}
+    for seed in (1, 2):
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        perturb_tuned(model, seed=seed)
+        files[f't{seed}'] = str(tmp_path / f't{seed}.safetensors')
+        save_tuned(model, files[f't{seed}'])
+    inferencer = VPTInferencer(cfg, files)
+    assert inferencer.server is not None and not inferencer.alone
+    torch.manual_seed(0)
+    images = [torch.randint(0, 255, (28, 28, 3), dtype=torch.uint8).numpy()
+              for _ in range(3)]
+    probs = inferencer.probabilities(images, batch_size=2)
+    for task, path in files.items():
+        model = load_task_model(cfg, path)
+        data = model.data_preprocessor(dict(inputs=[
+            torch.from_numpy(img).permute(2, 0, 1).contiguous()
+            for img in images]), False)
+        with torch.no_grad():
+            ref = model(data['inputs'], mode='tensor').softmax(-1)
+        torch.testing.assert_close(probs[task], ref, atol=1e-5, rtol=1e-5)

@@ -45,9 +45,10 @@ def _task_config(cfg: Config, name: str, state: Dict[str, torch.Tensor],
                  meta: dict) -> Config:
     """``cfg`` for one task: its benchmark task (or the head's class count
     from the file) and the file's prompt length and layers."""
-    from ..config import apply_task
+    from ..config import apply_model_normalisation, apply_task
     from ..datasets import TASKS
     cfg = copy.deepcopy(cfg)
+    apply_model_normalisation(cfg)
     if name in TASKS and cfg.get('task', None) is not None:
         apply_task(cfg, name)
     elif 'head.fc.weight' in state:

@@ -1,0 +1,4 @@
+"""mmseg components: decode heads for frozen (prompted) backbones."""
+from .heads import LinearBNHead
+
+__all__ = ['LinearBNHead']
