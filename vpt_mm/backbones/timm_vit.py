@@ -385,13 +385,6 @@ class PromptedTimmViT(PromptedSequenceMixin, TimmViT):
 
     Args:
         model_name (str): As for :class:`TimmViT`.
-        img_size (int | tuple): As for :class:`TimmViT`.
-        out_type (str): As for :class:`PromptedViT`: ``'cls_token'``
-            (models with a class token), ``'raw'``, ``'featmap'``,
-            ``'avg_featmap'``, ``'avg_prompt'`` or ``'avg_all'``.
-            Defaults to ``'cls_token'``.
-        out_indices (int | Sequence[int]): As for :class:`TimmViT`.
-        final_norm (bool): As for :class:`TimmViT`.
         prompt_cfg (dict): As for :class:`PromptedViT`; ``'concat-channel'``
             is refused.
         freeze_backbone (bool): As for :class:`PromptedViT`.
@@ -399,9 +392,13 @@ class PromptedTimmViT(PromptedSequenceMixin, TimmViT):
             parameter names under ``timm_model.``.
         fuse_prompts (bool): As for :class:`PromptedViT`.
         with_cp (bool): As for :class:`PromptedViT`.
-        timm_kwargs (dict, optional): As for :class:`TimmViT`.
-        init_cfg (dict, optional): As for :class:`TimmViT` (only the prompts
-            may be missing from the file).
+        out_type (str): As for :class:`PromptedViT`: ``'cls_token'``
+            (models with a class token), ``'raw'``, ``'featmap'``,
+            ``'avg_featmap'``, ``'avg_prompt'`` or ``'avg_all'``.
+            Defaults to ``'cls_token'``.
+        **kwargs: The other arguments of :class:`TimmViT`: ``img_size``,
+            ``out_indices``, ``final_norm``, ``timm_kwargs``, ``init_cfg``
+            (only the prompts may be missing from its file).
 
     Examples:
         >>> from vpt_mm.backbones import PromptedTimmViT
@@ -425,19 +422,13 @@ class PromptedTimmViT(PromptedSequenceMixin, TimmViT):
 
     def __init__(self,
                  model_name: str,
-                 img_size: Union[int, Sequence[int]] = 224,
-                 out_type: str = 'cls_token',
-                 out_indices: Union[int, Sequence[int]] = -1,
-                 final_norm: bool = True,
                  prompt_cfg: Optional[dict] = None,
                  freeze_backbone: bool = True,
                  trainable: Sequence[str] = (),
                  fuse_prompts: bool = True,
                  with_cp: bool = False,
-                 timm_kwargs: Optional[dict] = None,
-                 init_cfg: Optional[dict] = None) -> None:
-        super().__init__(model_name, img_size, out_type, out_indices,
-                         final_norm, timm_kwargs, init_cfg)
+                 **kwargs) -> None:
+        super().__init__(model_name, **kwargs)
         patch_embed = self.timm_model.patch_embed
         self.prompt = VisualPrompt(
             prompt_cfg or {},
