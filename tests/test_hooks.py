@@ -33,6 +33,17 @@ def test_mismatch_is_an_error(stage):
         getattr(hook, f'before_{stage}')(_runner(100, 6))
 
 
+def test_the_fix_named_fits_the_dataset():
+    """A benchmark dataset (it has a task) points at --task; any other
+    dataset (an ImageFolder of the user's) at the head's num_classes."""
+    runner = _runner(5, 3)
+    with pytest.raises(ValueError, match=r'set model\.head\.num_classes=3$'):
+        NumClassesCheckHook().before_train(runner)
+    runner.train_loop.dataloader.dataset.task = 'dmlab'
+    with pytest.raises(ValueError, match='select the task with --task'):
+        NumClassesCheckHook().before_train(runner)
+
+
 def test_models_without_head_are_skipped():
     runner = _runner(6, 5)
     del runner.model.head

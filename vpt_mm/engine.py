@@ -33,9 +33,7 @@ from typing import Callable, Optional, Union
 from mmengine.config import Config
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import Runner
-from torch.optim import Optimizer
 
-from .amp import amp_wrapper_for_device
 from .checkpoints import (
     backbone_source,
     load_training_checkpoint,
@@ -53,6 +51,7 @@ from .config import (
 )
 from .devices import deterministic_cuda_env
 from .integrity import set_rng_state
+from .optim import runner_optim_wrapper_cfg
 from .registry import RUNNERS
 
 #: mmengine's own default hook names (None removes them).
@@ -163,14 +162,8 @@ class VPTRunner(Runner):
         names no ``constructor``, and mmengine's ``AmpOptimWrapper``
         switched to :class:`~vpt_mm.amp.CPUAmpOptimWrapper` without a GPU
         (:func:`~vpt_mm.amp.amp_wrapper_for_device`)."""
-        optim_wrapper = amp_wrapper_for_device(optim_wrapper)
-        if (isinstance(optim_wrapper, dict)
-                and optim_wrapper.get('optimizer') is not None
-                and 'constructor' not in optim_wrapper
-                and not isinstance(optim_wrapper['optimizer'], Optimizer)):
-            optim_wrapper = dict(
-                optim_wrapper, constructor='VPTOptimWrapperConstructor')
-        return super().build_optim_wrapper(optim_wrapper)
+        return super().build_optim_wrapper(
+            runner_optim_wrapper_cfg(optim_wrapper))
 
     def register_default_hooks(self, hooks=None) -> None:
         """mmengine's default hooks, with :class:`VPTCheckpointHook` in

@@ -45,11 +45,15 @@ class NumClassesCheckHook(Hook):
         if num_classes is None or classes is None:
             return
         if len(classes) != num_classes:
+            if getattr(dataset, 'task', None) is not None:
+                fix = ('select the task with --task rather than editing '
+                       'num_classes')
+            else:
+                fix = f'set model.head.num_classes={len(classes)}'
             raise ValueError(
                 f'The head predicts {num_classes} classes but the {stage} '
                 f'dataset ({type(dataset).__name__}) has {len(classes)}; '
-                'select the task with --task rather than editing '
-                'num_classes')
+                + fix)
 
     def before_train(self, runner) -> None:
         self._check(runner, runner.train_loop.dataloader, 'train')

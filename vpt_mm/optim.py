@@ -18,8 +18,11 @@ from typing import Iterator
 import torch.nn as nn
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from torch.optim import Optimizer
 
-__all__ = ['VPTOptimWrapperConstructor']
+from .amp import amp_wrapper_for_device
+
+__all__ = ['VPTOptimWrapperConstructor', 'runner_optim_wrapper_cfg']
 
 
 class _SkipFrozenRecords(logging.Filter):
@@ -86,3 +89,27 @@ class VPTOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         # per tensor.
         with _quiet_frozen_skips():
             return super().__call__(model)
+
+
+def runner_optim_wrapper_cfg(optim_wrapper):
+    """The ``optim_wrapper`` a vpt_mm run builds from a config's: mmengine's
+    ``AmpOptimWrapper`` switched to :class:`~vpt_mm.amp.CPUAmpOptimWrapper`
+    without a GPU (:func:`~vpt_mm.amp.amp_wrapper_for_device`), and
+    :class:`VPTOptimWrapperConstructor` where it names no ``constructor``.
+    ``VPTRunner`` and the accounting tools both build through it.
+
+    Args:
+        optim_wrapper (dict | OptimWrapper): The config's ``optim_wrapper``
+            (anything else than a config dict is returned as it is).
+
+    Returns:
+        dict | OptimWrapper: What to give mmengine's ``build_optim_wrapper``.
+    """
+    optim_wrapper = amp_wrapper_for_device(optim_wrapper)
+    if (isinstance(optim_wrapper, dict)
+            and optim_wrapper.get('optimizer') is not None
+            and 'constructor' not in optim_wrapper
+            and not isinstance(optim_wrapper['optimizer'], Optimizer)):
+        optim_wrapper = dict(
+            optim_wrapper, constructor='VPTOptimWrapperConstructor')
+    return optim_wrapper

@@ -4,7 +4,7 @@
 #   python tools/train.py configs/vtab/vpt_deep_dinov2-b14.py --task cifar100
 # The backbone loads strictly from the file timm's hub holds for it
 # (`model.safetensors` of `timm/vit_base_patch14_reg4_dinov2.lvd142m`), in
-# timm's own layout: no conversion step (README, "Checkpoints"). The data
+# timm's own layout: no conversion step (docs/en/user_guides/checkpoints.md). The data
 # preprocessor's mean and std (ImageNet's, inherited) are DINOv2's own, as
 # timm's pretrained config gives them (tested). The CLIP, SigLIP and EVA-02
 # configs replace model_name, out_type, the checkpoint and the mean and std.

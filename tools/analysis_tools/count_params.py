@@ -13,6 +13,7 @@ from vpt_mm.tuning import (
     checkpoint_sizes,
     count_parameters,
     format_param_count,
+    model_for_accounting,
 )
 
 
@@ -21,9 +22,7 @@ def main() -> None:
     add_config_args(parser)
     args = parser.parse_args()
     cfg = config_from_args(args)
-    cfg.model.backbone.pop('init_cfg', None)
-    from mmengine.registry import MODELS
-    model = MODELS.build(cfg.model)
+    model = model_for_accounting(cfg)
     print(format_param_count(count_parameters(model)))
     if 'optim_wrapper' in cfg:
         small, whole = checkpoint_sizes(model, cfg.optim_wrapper)

@@ -1,5 +1,6 @@
 """Write tiny random copies of the benchmarks' on-disk layouts for CPU smoke
-runs of every config family (see the README's "CPU smoke tests").
+runs of every config family (docs/en/user_guides/train_test.md, "CPU smoke
+tests") and of the own-dataset guide (docs/en/user_guides/own_dataset.md).
 
 Writes, under OUT:
     vtab-1k/dmlab/          a VTAB-1k task (6 classes, 1 image per class and
@@ -8,6 +9,8 @@ Writes, under OUT:
                             classes, 1 train + 1 test image each) and the
                             json splits prepare_fgvc.py writes
     ade/ADEChallengeData2016/  ADE20K in miniature (4 train, 2 val images)
+    imagefolder/            an ImageFolder dataset (3 classes, 4 train and
+                            2 val images each), mmpretrain's CustomDataset
 
 With ``--vtab-only TASK``, only that VTAB-1k task, ``--per-class`` images
 per class (train800 : val200 : test = 4 : 1 : ``--test-ratio``) of
@@ -26,6 +29,7 @@ from vpt_mm.datasets.fgvc_splits import write_fgvc_splits
 from vpt_mm.datasets.synthetic import (
     make_ade20k_layout,
     make_dogs_layout,
+    make_imagefolder,
     make_vtab_task,
 )
 
@@ -62,10 +66,12 @@ def main() -> None:
     dogs = make_dogs_layout(osp.join(args.out, 'fgvc'), train=1, test=1)
     counts = write_fgvc_splits('stanford_dogs', dogs)
     ade = make_ade20k_layout(osp.join(args.out, 'ade'))
+    folder = make_imagefolder(osp.join(args.out, 'imagefolder'))
     print(f'VTAB-1k dmlab: {vtab}')
     print(f'FGVC Stanford Dogs: {dogs} (' +
           ', '.join(f'{k}: {v} images' for k, v in counts.items()) + ')')
     print(f'ADE20K: {ade}')
+    print(f'ImageFolder: {folder} (train/ and val/, 3 classes)')
 
 
 if __name__ == '__main__':

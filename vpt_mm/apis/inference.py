@@ -211,9 +211,14 @@ class VPTInferencer:
         allow_other_backbone (bool): See :func:`~vpt_mm.load_tuned`.
 
     Example:
-        >>> inferencer = VPTInferencer('configs/vtab/vpt_deep_vit-b.py',
-        ...                            dict(dmlab='dmlab.safetensors'))
-        >>> inferencer(['a.jpg'])[0]['dmlab']['pred_label']
+        Needs the config's pretrained checkpoint and a tuned file (not run
+        as a doctest; ``tests/test_apis/test_inference.py`` runs it on
+        files it makes):
+
+        >>> inferencer = VPTInferencer(  # doctest: +SKIP
+        ...     'configs/vtab/vpt_deep_vit-b.py',
+        ...     dict(dmlab='dmlab.safetensors'))
+        >>> inferencer(['a.jpg'])[0]['dmlab']['pred_class']  # doctest: +SKIP
     """
 
     def __init__(self,

@@ -44,25 +44,25 @@ class FrozenBackboneMixin:
       exactly; a tuned-only file first gets the pretrained backbone it was
       trained on (:func:`~vpt_mm.checkpoints.guard_loads`). The model that
       holds the backbone (a classifier, a segmentor) checks that such a file
-      fits it whole, head included (:func:`_guard_parent`).
+      fits it whole, head included (``_guard_parent``).
     """
 
     freeze_backbone = False
-    #: What the unprompted form reads where this class pools (ViTs: their
+    #: What the unprompted form reads where this class pools (for ViTs their
     #: own [CLS] feature; mmpretrain's image pool adds an untrained norm).
     UNPROMPTED_POOLS: ClassVar[Dict[str, str]] = {
         'avg_prompt': 'cls_token', 'avg_all': 'cls_token',
         'avg_featmap': 'cls_token'}
     #: The mmpretrain backbone this class prompts (its unprompted form).
     UPSTREAM: ClassVar[type]
-    #: Constructor arguments this class adds to :attr:`UPSTREAM`'s.
+    #: Constructor arguments this class adds to ``UPSTREAM``'s.
     OWN_ARGS: ClassVar[Tuple[str, ...]] = ('prompt_cfg', 'freeze_backbone',
                                            'trainable')
 
     @classmethod
     def unprompted_cfg(cls, cfg: dict) -> dict:
         """The config of the same backbone without prompts (or freezing):
-        :attr:`UPSTREAM` with every argument of ``cfg`` but this class's
+        ``UPSTREAM`` with every argument of ``cfg`` but this class's
         own (:attr:`OWN_ARGS`), ``init_cfg`` included.
 
         The one way to build "this model without prompts": the cost
@@ -73,7 +73,7 @@ class FrozenBackboneMixin:
             cfg (dict): A config of this class (its ``type`` is replaced).
 
         Returns:
-            dict: A config of :attr:`UPSTREAM`, in mmpretrain's scope.
+            dict: A config of ``UPSTREAM``, in mmpretrain's scope.
 
         Examples:
             >>> from vpt_mm.backbones import PromptedViT

@@ -31,9 +31,9 @@ class PromptedSequenceMixin(FrozenBackboneMixin):
     A class using it sets ``prompt`` (a :class:`VisualPrompt`),
     ``out_type``, ``out_indices`` (non-negative layer indices),
     ``num_layers``, ``num_extra_tokens`` (prefix tokens: class and register
-    tokens), ``final_norm`` and ``with_cp``, and defines :meth:`_blocks`,
-    :meth:`_check_fusable`, :meth:`_token_layer`, :meth:`_fused_layer`,
-    :meth:`_layer_prompt_kv` and :meth:`_embed_pixels` (layers whose
+    tokens), ``final_norm`` and ``with_cp``, and defines ``_blocks``,
+    ``_check_fusable``, ``_token_layer``, ``_fused_layer``,
+    ``_layer_prompt_kv`` and ``_embed_pixels`` (layers whose
     attention is ``layer.attn`` with ``num_heads``).
     """
 
@@ -132,8 +132,8 @@ class PromptedSequenceMixin(FrozenBackboneMixin):
             plan (PromptPlan): The batch's prompts.
             hw (Sequence[int]): The patch grid (H, W).
             norm (nn.Module): The final norm (``final_norm``).
-            *extra: Passed on to :meth:`_token_layer` and
-                :meth:`_fused_layer` (e.g. timm's rotary embedding).
+            *extra: Passed on to ``_token_layer`` and
+                ``_fused_layer`` (e.g. timm's rotary embedding).
 
         Returns:
             tuple[torch.Tensor]: One output per ``out_indices`` layer.

@@ -60,7 +60,7 @@ def _windows(attn: nn.Module, x: torch.Tensor, hw_shape: Sequence[int]
     Returns:
         tuple: The windows (B * nW, M*M, C), laid out sample-major; the
         shift mask (nW, M*M, M*M) or None; the geometry for
-        :func:`_unwindow`.
+        ``_unwindow``.
     """
     B, L, C = x.shape
     H, W = int(hw_shape[0]), int(hw_shape[1])
@@ -84,7 +84,7 @@ def _windows(attn: nn.Module, x: torch.Tensor, hw_shape: Sequence[int]
 
 def _unwindow(attn: nn.Module, windows: torch.Tensor,
               geometry: tuple) -> torch.Tensor:
-    """Inverse of :func:`_windows`: (B * nW, M*M, C) -> (B, H*W, C)."""
+    """Inverse of ``_windows``: (B * nW, M*M, C) -> (B, H*W, C)."""
     B, H, W, Hp, Wp, shift = geometry
     ws, C = attn.window_size, windows.shape[-1]
     x = attn.window_reverse(windows.reshape(-1, ws, ws, C), Hp, Wp, ws)
@@ -175,7 +175,7 @@ def _window_attention(attn: nn.Module,
 
     Mirrors mmpretrain's ``ShiftWindowMSA`` (padding, cyclic shift, window
     partition, relative position bias, shift mask) and prepends each
-    sample's prompts to each of that sample's windows (:func:`_window_sdpa`).
+    sample's prompts to each of that sample's windows (``_window_sdpa``).
 
     Args:
         attn (ShiftWindowMSA): The block's attention module.
@@ -219,7 +219,7 @@ def _fused_window_attention(attn: nn.Module, x: torch.Tensor,
                             ) -> torch.Tensor:
     """Shifted-window attention of the image tokens over the prompts'
     keys/values as well (the fused form): equal to the image-token outputs
-    of :func:`_window_attention` with those prompts.
+    of ``_window_attention`` with those prompts.
 
     Args:
         attn (ShiftWindowMSA): The block's attention module.
@@ -229,7 +229,7 @@ def _fused_window_attention(attn: nn.Module, x: torch.Tensor,
             B' = 1 (shared by the batch) or B (:func:`swin_prompt_kv`, or
             learnt by VPT-prefix).
         prompt_keep (torch.Tensor, optional): (B, p) bool, the prompt keys
-            each sample attends to (see :func:`_window_attention`).
+            each sample attends to (see ``_window_attention``).
 
     Returns:
         torch.Tensor: (B, H*W, C).
@@ -281,7 +281,7 @@ def fused_swin_block(block: nn.Module, x: torch.Tensor,
                      prompt_keep: Optional[torch.Tensor] = None
                      ) -> torch.Tensor:
     """Run an mmpretrain ``SwinBlock`` on the image tokens alone, attending
-    over its prompts' keys/values too (:func:`_fused_window_attention`;
+    over its prompts' keys/values too (``_fused_window_attention``;
     ``prompt_keep`` masks padded prompt keys).
 
     Equal to the image-token outputs of :func:`prompted_swin_block` for a
@@ -311,7 +311,7 @@ def prompted_swin_block(block: nn.Module,
         x (torch.Tensor): (B, H*W, C) image tokens.
         hw_shape (Sequence[int]): (H, W).
         prompts (torch.Tensor): (B, p, C) prompt tokens.
-        prompt_keep (torch.Tensor, optional): See :func:`_window_attention`.
+        prompt_keep (torch.Tensor, optional): See ``_window_attention``.
 
     Returns:
         tuple[torch.Tensor, torch.Tensor]: Image tokens and prompt tokens
@@ -336,7 +336,7 @@ class PromptedSwin(FrozenBackboneMixin, SwinTransformer):
     go through the patch mergings (``prompt_merging='carry'``, the official
     code) or are dropped there, and enter ``avg_all`` pooling. Blocks whose
     prompt outputs nobody reads run in the exact fused form
-    (:attr:`fused_layers`, global block indices); VPT-prefix blocks always
+    (``fused_layers``, global block indices); VPT-prefix blocks always
     do. The frozen-backbone contract is :class:`PromptedViT`'s. The design
     and where it differs from the paper's text:
     ``docs/en/advanced_guides/prompted_swin.md``.

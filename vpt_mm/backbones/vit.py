@@ -49,7 +49,7 @@ class PromptedViT(PromptedSequenceMixin, VisionTransformer):
     position embedding, as :class:`vpt_mm.prompts.VisualPrompt` makes them
     and the :class:`~vpt_mm.prompts.plan.PromptPlan` of the forward says.
     Layers whose prompts are replaced at their input and never read run in
-    the exact fused form (:attr:`fused_layers`); every non-prompt parameter
+    the exact fused form (``fused_layers``); every non-prompt parameter
     is frozen and the frozen modules stay in eval mode. How and why:
     ``docs/en/advanced_guides/prompted_vit.md``.
 

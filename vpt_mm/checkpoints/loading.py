@@ -205,7 +205,7 @@ def guard_loads(module: nn.Module,
                 load_pretrained: Optional[Callable[[], bool]] = None) -> None:
     """Make ``module`` check every vpt_mm file loaded into it (once).
 
-    Registers :func:`_check_loaded_file` as a load pre-hook: a file that
+    Registers ``_check_loaded_file`` as a load pre-hook: a file that
     carries a record (:func:`attach_file_record`) must fit the module
     exactly (keys and shapes; a tuned-only file: exactly its tuned tensors),
     with the readout, task and prompt shapes it was trained with. A file
@@ -219,8 +219,8 @@ def guard_loads(module: nn.Module,
     strictly as vpt_mm's own loaders.
 
     vpt_mm's backbones guard themselves, with their
-    :meth:`~vpt_mm.backbones.FrozenBackboneMixin.load_pretrained`; a model
-    that is given a guarded module is guarded in turn (a module
+    :meth:`~vpt_mm.backbones.frozen.FrozenBackboneMixin.load_pretrained`;
+    a model that is given a guarded module is guarded in turn (a module
     registration hook of :mod:`vpt_mm.backbones.frozen`), up to the root.
 
     Args:

@@ -39,7 +39,7 @@ def load_pretrained_backbone(backbone: nn.Module,
         map_location (str): Defaults to ``'cpu'``.
         convert (callable, optional): Maps the checkpoint's keys (after
             ``prefix``) to the backbone's, e.g.
-            :meth:`~vpt_mm.backbones.PromptedTimmViT.from_checkpoint_layout`.
+            :meth:`~vpt_mm.backbones.timm_vit.TimmViT.from_checkpoint_layout`.
             Defaults to None.
     """
     from mmengine.runner.checkpoint import CheckpointLoader

@@ -76,7 +76,7 @@ def _backbone_of(model: nn.Module) -> nn.Module:
     return backbone if isinstance(backbone, nn.Module) else model
 
 
-#: Backbone options that decide what the head reads: a head trained on one
+#: Backbone options that decide what the head reads. A head trained on one
 #: readout scores garbage on another, so files record them and every loader
 #: refuses a model that differs.
 READOUT_OPTIONS = ('out_type', 'out_indices', 'final_norm', 'with_cls_token',

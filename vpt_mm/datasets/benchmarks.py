@@ -165,8 +165,8 @@ class BenchmarkDataset(BaseDataset, metaclass=ABCMeta):
 
     BENCHMARK: str = ''
     SPLITS: Tuple[str, ...] = ()
-    #: Splits used by the sweep: (train, score) to choose hyper-parameters,
-    #: then (train, score) for the final runs.
+    #: Splits used by the sweep, (train, score), to choose hyper-parameters;
+    #: FINAL_SPLITS is (train, score) of the final runs.
     TUNE_SPLITS: Tuple[str, str] = ('', '')
     FINAL_SPLITS: Tuple[str, str] = ('', '')
 

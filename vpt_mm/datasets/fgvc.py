@@ -87,7 +87,7 @@ class FGVC(BenchmarkDataset):
     BENCHMARK = 'fgvc'
     SPLITS = ('train', 'val', 'trainval', 'test')
     TUNE_SPLITS = ('train', 'val')
-    #: As the official code: FGVC final runs train on train only.
+    #: As in the official code, FGVC final runs train on train only.
     FINAL_SPLITS = ('train', 'test')
 
     def read_split(self) -> List[Tuple[str, int, str]]:
@@ -95,7 +95,7 @@ class FGVC(BenchmarkDataset):
         if not osp.isdir(self.task_root):
             raise FileNotFoundError(
                 f'FGVC dataset folder {self.task_root} does not exist (see '
-                'the README for the layout)')
+                'docs/en/user_guides/benchmarks.md for the layout)')
         splits = {
             name: read_split_file(osp.join(self.task_root, name))
             for name in SPLIT_FILES

@@ -9,6 +9,9 @@ transformed once, in threads, when the dataset is built; the dataloader's
 workers (forked after that) share the decoded tensors.
 
 Example:
+    >>> train_pipeline = [dict(type='LoadImageFromFile'),
+    ...                   dict(type='Resize', scale=(224, 224)),
+    ...                   dict(type='PackInputs')]
     >>> train_dataloader = dict(
     ...     dataset=dict(type='InMemoryDataset',
     ...                  dataset=dict(type='VTAB1k', task='dmlab',

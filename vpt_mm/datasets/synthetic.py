@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 import uuid
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -59,6 +59,23 @@ def make_vtab_task(root: str,
         with open(osp.join(task_dir, f'{split}.txt'), 'w') as f:
             f.write('\n'.join(rows) + '\n')
     return task_dir
+
+
+def make_imagefolder(root: str,
+                     classes: Sequence[str] = ('bird', 'cat', 'dog'),
+                     train: int = 4,
+                     val: int = 2,
+                     seed: int = 0) -> str:
+    """An ImageFolder dataset (mmpretrain's ``CustomDataset`` without an
+    annotation file): ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``;
+    returns ``root``."""
+    rng = np.random.RandomState(seed)
+    for split, num in (('train', train), ('val', val)):
+        for label, name in enumerate(classes):
+            for i in range(num):
+                write_image(osp.join(root, split, name, f'{name}_{i}.jpg'),
+                            rng, label)
+    return root
 
 
 def make_cub_layout(root: str,

@@ -12,7 +12,8 @@ lists, one ``relative/path label`` per line::
 
 No TensorFlow is needed. Task folders are named as in :data:`TASKS`
 (``cifar100``, ``kitti_dist``); the widely shared extracted archive names
-two of them ``cifar`` and ``kitti``: rename or symlink those (README).
+two of them ``cifar`` and ``kitti``: rename or symlink those
+(docs/en/user_guides/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ class VTAB1k(BenchmarkDataset):
         if not osp.isdir(self.task_root):
             raise FileNotFoundError(
                 f'VTAB-1k task folder {self.task_root} does not exist (see '
-                'the README for the layout; the shared archive names '
+                'docs/en/user_guides/benchmarks.md for the layout; the shared '
+                'archive names '
                 "cifar100 'cifar' and kitti_dist 'kitti')")
         list_file = osp.join(self.task_root, f'{self.split}.txt')
         if not osp.isfile(list_file):

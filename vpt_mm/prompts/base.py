@@ -9,7 +9,7 @@ class AddedModule(nn.Module):
 
     Its parameters are never in pretrained checkpoints (strict loading lets
     them be missing), are not counted as backbone parameters, and always
-    belong to what a task tunes. :attr:`group` names them in parameter
+    belong to what a task tunes. ``group`` names them in parameter
     counts.
     """
 
@@ -38,8 +38,8 @@ class PromptModule(AddedModule):
     prompt-only checkpoints) recognises prompts as instances of this class,
     wherever they sit in the module tree.
 
-    Subclasses set :attr:`num_tokens` (the prompt length p), :attr:`location`
-    and :attr:`embed_dims` (the width the prompts live in).
+    Subclasses set ``num_tokens`` (the prompt length p), ``location``
+    and ``embed_dims`` (the width the prompts live in).
     """
 
     group = 'prompt'

@@ -237,7 +237,7 @@ class VisualPrompt(PromptModule):
         """The prompts of the ``index``-th prompted layer as (p, d).
 
         Args:
-            index (int): Position of the layer in :attr:`layer_ids`.
+            index (int): Position of the layer in ``layer_ids``.
             embed (Callable, optional): The backbone's patch embedding
                 ``(p, C, ph, pw) -> (p, d)``, for ``'prepend-pixel'``.
 
@@ -261,7 +261,7 @@ class VisualPrompt(PromptModule):
         or once for the batch, see ``dropout_mode``).
 
         Args:
-            index (int): Position of the layer in :attr:`layer_ids`.
+            index (int): Position of the layer in ``layer_ids``.
             batch_size (int): Batch size B.
             embed (Callable, optional): See :meth:`prompt_set`.
             hw (Sequence[int], optional): For ``'add'``: the current patch

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-#: The paper's grids (Table 6): base lr of VPT and linear probing, base lr
-#: of full fine-tuning, weight decay.
+#: The paper's grids (Table 6), here the base lr of VPT and linear probing;
+#: FULL_LRS and WEIGHT_DECAYS are the others.
 VPT_LRS = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 FULL_LRS = (0.001, 0.0005, 0.0001, 0.005)
 WEIGHT_DECAYS = (0.01, 0.001, 0.0001, 0.0)

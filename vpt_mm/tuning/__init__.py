@@ -5,6 +5,7 @@ from .accounting import (
     checkpoint_sizes,
     count_parameters,
     format_param_count,
+    model_for_accounting,
     saved_activations,
 )
 from .classifier import TunedClassifier
@@ -19,8 +20,8 @@ from .protocols import (
 __all__ = [
     'BIAS', 'PROTOCOLS', 'Adapter', 'MlpClsHead', 'ParamCount', 'Protocol',
     'SideNetwork', 'TunedClassifier', 'add_adapters', 'backbone_patterns',
-    'count_parameters', 'format_param_count', 'checkpoint_sizes',
-    'saved_activations',
+    'count_parameters', 'format_param_count', 'model_for_accounting',
+    'checkpoint_sizes', 'saved_activations',
     'set_frozen_modes',
     'set_trainable'
 ]

@@ -7,6 +7,7 @@ VPT-Shallow 38,400 = 0.0448% -> 0.04%.
 """
 from __future__ import annotations
 
+import copy
 import io
 import math
 from contextlib import contextmanager
@@ -103,6 +104,22 @@ def format_param_count(count: ParamCount) -> str:
     return '\n'.join(lines)
 
 
+def model_for_accounting(cfg) -> nn.Module:
+    """The model of a resolved config, built without its pretrained
+    checkpoint (counts and sizes do not depend on the weights).
+
+    Args:
+        cfg (Config): A resolved config (:func:`vpt_mm.config.resolve_config`).
+
+    Returns:
+        nn.Module: The model, randomly initialised.
+    """
+    from mmengine.registry import MODELS
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.pop('init_cfg', None)
+    return MODELS.build(model_cfg)
+
+
 def checkpoint_sizes(model: nn.Module, optim_wrapper: dict) -> Tuple[int, int]:
     """Bytes of a training checkpoint's weights and optimizer state, as
     :class:`~vpt_mm.hooks.VPTCheckpointHook` saves them (without the frozen
@@ -121,10 +138,9 @@ def checkpoint_sizes(model: nn.Module, optim_wrapper: dict) -> Tuple[int, int]:
     from mmengine.optim import build_optim_wrapper
 
     from ..checkpoints import omit_frozen
-    if 'constructor' not in optim_wrapper:  # as VPTRunner builds it
-        optim_wrapper = dict(optim_wrapper,
-                             constructor='VPTOptimWrapperConstructor')
-    wrapper = build_optim_wrapper(model, optim_wrapper)
+    from ..optim import runner_optim_wrapper_cfg
+    wrapper = build_optim_wrapper(model,
+                                  runner_optim_wrapper_cfg(optim_wrapper))
     for param in model.parameters():
         if param.requires_grad:
             param.grad = torch.zeros_like(param)
@@ -157,9 +173,17 @@ def saved_activations(model: nn.Module) -> Iterator[Dict[int, int]]:
         model (nn.Module): The model whose tensors to leave out.
 
     Examples:
+        A frozen first layer: nothing below the last Linear needs a
+        gradient, so autograd keeps only that layer's input.
+
+        >>> model = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Linear(8, 1))
+        >>> model[0].requires_grad_(False)  # doctest: +ELLIPSIS
+        Linear(...)
+        >>> x = torch.rand(16, 4)
         >>> with saved_activations(model) as saved:
         ...     loss = model(x).sum()
-        >>> mb = sum(saved.values()) / 2**20
+        >>> sum(saved.values())  # 16 x 8 floats: the last Linear's input
+        512
     """
     held = {t.untyped_storage().data_ptr()
             for t in list(model.parameters()) + list(model.buffers())}

@@ -55,8 +55,8 @@ PROTOCOLS = {
 }
 #: Options every protocol accepts.
 COMMON = {'cache_features': False}
-#: Swin blocks trained by Partial-k, per k: (stage from the end, blocks from
-#: the end of that stage; None = the whole stage).
+#: Swin blocks trained by Partial-k, per k, as (stage from the end, blocks
+#: from the end of that stage; None = the whole stage).
 SWIN_PARTIAL = {1: ((1, 1), ), 2: ((1, None), ), 4: ((1, None), (2, 2))}
 
 

@@ -1,5 +1,5 @@
 # The FGVC datasets from their json split files (vpt_mm/datasets/fgvc.py,
-# README "Data"; tools/dataset_converters/prepare_fgvc.py writes the files).
+# docs/en/user_guides/benchmarks.md; tools/dataset_converters/prepare_fgvc.py writes the files).
 # The dataset is chosen by the top-level ``task`` key (``--task cub``),
 # which also sets the head's num_classes.
 #

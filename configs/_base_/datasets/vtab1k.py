@@ -1,4 +1,4 @@
-# VTAB-1k in its extracted layout (vpt_mm/datasets/vtab.py, README "Data").
+# VTAB-1k in its extracted layout (vpt_mm/datasets/vtab.py, docs/en/user_guides/benchmarks.md).
 # The task is chosen by the top-level ``task`` key (``--task NAME`` of
 # tools/train.py and tools/test.py), which also sets the head's num_classes.
 #

@@ -2,7 +2,7 @@
 # the 224x224 input (the network sees 234x234) and a linear head on the
 # pooled, normalised final features. The backbone loads strictly from
 # tools/model_converters/convnext.py's output of the official
-# convnext_base_22k_224.pth (README, "Checkpoints").
+# convnext_base_22k_224.pth (docs/en/user_guides/checkpoints.md).
 model = dict(
     type='TunedClassifier',
     tuning=dict(type='VPT'),

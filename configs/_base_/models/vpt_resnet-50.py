@@ -2,7 +2,7 @@
 # p=5 around the 224x224 input (the network sees 234x234), global average
 # pooling and a linear head. BatchNorm statistics stay frozen. The backbone
 # loads strictly from tools/model_converters/torchvision_resnet.py's output
-# of torchvision's resnet50-0676ba61.pth (README, "Checkpoints").
+# of torchvision's resnet50-0676ba61.pth (docs/en/user_guides/checkpoints.md).
 model = dict(
     type='TunedClassifier',
     tuning=dict(type='VPT'),

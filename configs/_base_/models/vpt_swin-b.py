@@ -1,8 +1,8 @@
 # Swin-B (window 7, 224x224) with VPT-Deep prompts (p=10), average-pooled
 # final-stage image tokens and a linear head, mmpretrain classifier.
 # The backbone loads strictly from tools/model_converters/swin.py's output
-# of the official swin_base_patch4_window7_224_22k.pth (README,
-# "Checkpoints"); only the prompt keys may be missing from it.
+# of the official swin_base_patch4_window7_224_22k.pth
+# (docs/en/user_guides/checkpoints.md); only the prompt keys may be missing from it.
 model = dict(
     type='TunedClassifier',
     tuning=dict(type='VPT'),
