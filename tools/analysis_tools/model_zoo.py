@@ -22,6 +22,8 @@ import os.path as osp
 import re
 from typing import Dict, List, Optional, Sequence
 
+import torch.nn as nn
+
 import vpt_mm  # noqa: F401  (compatibility fixes first, registration)
 from vpt_mm.config import resolve_config
 from vpt_mm.fileio import atomic_write_text
@@ -31,6 +33,7 @@ from vpt_mm.tuning import (
     model_for_accounting,
 )
 from vpt_mm.tuning.accounting import truncate_decimals
+from vpt_mm.tuning.table import classifier_params
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FOLDERS = ('vtab', 'fgvc', 'custom', 'setr', 'upernet', 'demo')
@@ -86,6 +89,8 @@ def method(path: str, cfg) -> str:
     if kind is None:
         for prefix, label in (('vpt_deep', 'VPT-Deep'),
                               ('vpt_shallow', 'VPT-Shallow'),
+                              ('vpt-deep', 'VPT-Deep'),
+                              ('vpt-shallow', 'VPT-Shallow'),
                               ('linear-head_vpt_deep', 'VPT-Deep'),
                               ('full', 'Full'), ('bias', 'Bias'),
                               ('head-only', 'Head-only'),
@@ -139,8 +144,12 @@ def row(path: str) -> Dict[str, str]:
     cfg = resolve_config(path)
     model = model_for_accounting(cfg)
     count = count_parameters(model)
-    head = sum(v for k, v in count.tuned.items()
-               if k not in ('prompt', 'adapter', 'backbone'))
+    if hasattr(model, 'head'):  # classification: the paper's convention
+        last = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
+        head = classifier_params(model.head, last[-1].out_features)
+    else:  # segmentation: the decode and auxiliary heads
+        head = sum(v for k, v in count.tuned.items()
+                   if k in ('decode_head', 'auxiliary_head'))
     body = count.total_tuned - head
     tuned_bytes = sum(p.numel() * p.element_size()
                       for p in model.parameters() if p.requires_grad)
@@ -152,14 +161,14 @@ def row(path: str) -> Dict[str, str]:
     if bench in PAPER and osp.basename(path).endswith('_vit-b.py'):
         paper = PAPER[bench].get(name, '-')
     return {
-        'config': f'`{osp.relpath(path, REPO)}`',
+        'config': f'`{osp.basename(path)}`',
         'method': name,
         'backbone': backbone_name(cfg),
         'pretrained': source(init.get('checkpoint')),
         'prompts': prompts(cfg),
-        'tuned (w/o head)':
+        'tuned (w/o classifier)':
         f'{body:,} ({truncate_decimals(100.0 * body / count.backbone)}%)',
-        'head': f'{head:,}',
+        'classifier': f'{head:,}',
         'per-task file': megabytes(tuned_bytes),
         'training ckpt': megabytes(small),
         'paper': paper,
@@ -187,9 +196,12 @@ it (this page is its output; the suite regenerates it and compares). Counts
 are the config's model as built, at its default task (VTAB-1k `cifar100`,
 100 classes; FGVC `cub`, 200; ADE20K, 150):
 
-- **tuned (w/o head)**: the parameters that train besides the head (prompts,
-  adapters, backbone parameters left trainable), and their share of the
-  backbone, truncated to two decimals as in the paper;
+- **tuned (w/o classifier)**: the parameters that train besides the
+  classifier (the head's last linear layer), as the paper's Table 1 counts
+  them: prompts, adapters, an MLP head's hidden layers, a side network,
+  backbone parameters left trainable; their share of the backbone,
+  truncated to two decimals as in the paper. For segmentation the
+  classifier column is the decode and auxiliary heads;
 - **per-task file**: the float32 bytes of every tensor that trains, what
   `extract_tuned.py` keeps for one task (the backbone for Full);
 - **training ckpt**: `epoch_N.pth` / `iter_N.pth` as `VPTCheckpointHook`
