@@ -30,6 +30,7 @@ DEDICATED = {
     f'{SEGMENTATION}#CPU smoke: the UperNet recipes (random backbone, 2 '
     'iterations)[0]': 'tests/test_docs.py',
     f'{OWN_DATASET}#The whole path on a CPU[0]': 'tests/test_docs.py',
+    'docs/en/get_started.md#Verify the install[0]': 'tests/test_docs.py',
 }
 CPU_BLOCKS = [b for b in all_blocks() if b.marker == '# CPU:']
 
@@ -152,6 +153,18 @@ def test_own_dataset_config_takes_other_model_bases(tmp_path, base):
 def test_cpu_block_runs(tmp_path, name):
     """Every CPU block without a test of its own, as written."""
     run_block(next(b for b in CPU_BLOCKS if b.name == name), tmp_path)
+
+
+@pytest.mark.slow
+def test_verify_block_prints_what_the_page_says(tmp_path):
+    """get_started.md's verification: the version, and VPT-Deep ViT-B/16's
+    460,800 prompt parameters, 0.53% of 85,798,656."""
+    import vpt_mm
+    out = run_block(block('docs/en/get_started.md', 'Verify the install'),
+                    tmp_path)
+    assert f'vpt_mm {vpt_mm.__version__}' in out
+    assert re.search(r'backbone .*85,798,656', out), out[-2000:]
+    assert re.search(r'tuned: prompt +460,800 +0\.53%', out), out[-2000:]
 
 
 @pytest.mark.slow

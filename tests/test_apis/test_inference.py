@@ -138,8 +138,8 @@ def test_non_finite_images_are_refused_by_name(setup, tmp_path, bad):
         inferencer([images[0], broken])
     path = str(tmp_path / 'broken.npy')
     np.save(path, broken)
-    inferencer.reads_files = True  # a float-image reader
-    inferencer.pipeline = lambda data: dict(
+    inferencer.reader.reads_files = True  # a float-image reader
+    inferencer.reader._from_file = lambda data: dict(
         inputs=torch.from_numpy(np.load(data['img_path'])).permute(2, 0, 1),
         data_samples=None)
     with pytest.raises(ValueError, match=f'image {path} has non-finite'):

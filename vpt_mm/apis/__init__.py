@@ -2,6 +2,7 @@
 file, classify images with one or many tasks on one backbone
 (``tools/infer.py``)."""
 from .inference import (
+    ImageReader,
     VPTInferencer,
     copy_frozen_backbone,
     init_segmentor,
@@ -15,8 +16,7 @@ from .multitask import (
 )
 
 __all__ = [
-    'MultiTaskClassifier', 'VPTInferencer', 'copy_frozen_backbone',
-    'init_segmentor',
-    'load_task_model', 'masked_layer_forward', 'parse_task_args',
-    'sharing_problem'
+    'ImageReader', 'MultiTaskClassifier', 'VPTInferencer',
+    'copy_frozen_backbone', 'init_segmentor', 'load_task_model',
+    'masked_layer_forward', 'parse_task_args', 'sharing_problem'
 ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os.path as osp
+import re
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -34,8 +35,8 @@ from ..checkpoints import (
 from .multitask import MultiTaskClassifier, sharing_problem
 
 __all__ = [
-    'load_task_model', 'VPTInferencer', 'parse_task_args', 'init_segmentor',
-    'copy_frozen_backbone'
+    'load_task_model', 'VPTInferencer', 'ImageReader', 'parse_task_args',
+    'init_segmentor', 'copy_frozen_backbone'
 ]
 
 ImageInput = Union[str, np.ndarray]
@@ -200,6 +201,99 @@ def _name(item: ImageInput, index: int) -> str:
         f'input array {index}'
 
 
+class ImageReader:
+    """A config's test pipeline for single images: a path, an array, or an
+    encoded image's bytes (as a server receives them), decoded the way the
+    pipeline's ``LoadImageFromFile`` decodes files, so each gives the same
+    input tensor; non-finite pixels are refused.
+
+    Args:
+        cfg (Config): The config (its ``test_dataloader`` pipeline).
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        from mmengine.dataset import Compose
+        loader = cfg.get('test_dataloader', None) or {}
+        dataset = loader.get('dataset', {})
+        while 'pipeline' not in dataset and 'dataset' in dataset:
+            dataset = dataset['dataset']
+        steps = list(dataset.get('pipeline', [dict(type='PackInputs')]))
+        self.reads_files = bool(steps) and steps[0].get('type') in (
+            'LoadImageFromFile', 'mmpretrain.LoadImageFromFile')
+        self.load_step = dict(steps[0]) if self.reads_files else {}
+        self._from_array = Compose(steps[1:] if self.reads_files else steps)
+        self._from_file = Compose(steps)
+
+    def decode(self, data: bytes, name: str = 'the image') -> np.ndarray:
+        """Decode an encoded image (JPEG, PNG, ...) as the pipeline's
+        ``LoadImageFromFile`` decodes a file of those bytes (its
+        ``imdecode_backend``, ``color_type`` and ``to_float32``), or a
+        ``.npy`` array.
+
+        Raises:
+            ValueError: For empty or undecodable bytes, naming ``name``.
+        """
+        import io
+
+        import mmcv
+        if not data:
+            raise ValueError(f'{name} is empty')
+        if data[:6] == b'\x93NUMPY':
+            try:
+                return np.load(io.BytesIO(data), allow_pickle=False)
+            except Exception as err:
+                raise ValueError(f'{name} is not a readable .npy array: '
+                                 f'{err}') from err
+        step = self.load_step
+        try:
+            img = mmcv.imfrombytes(
+                data, flag=step.get('color_type', 'color'),
+                backend=step.get('imdecode_backend', 'cv2'))
+        except Exception as err:
+            reason = re.sub(r' <[^>]*>', '', str(err))  # no object reprs
+            raise ValueError(f'{name} cannot be decoded as an image '
+                             f'({reason})') from err
+        if img is None:
+            raise ValueError(f'{name} cannot be decoded as an image')
+        return img.astype(np.float32) if step.get('to_float32') else img
+
+    def prepare(self, item: ImageInput, index: int = 0) -> dict:
+        """One input through the pipeline; refused if its pixels are not
+        finite, before any transform (a resize or a cast could spread or
+        hide them) and after (a reader of float images)."""
+        raw_bad = (isinstance(item, np.ndarray)
+                   and np.issubdtype(item.dtype, np.floating)
+                   and not np.isfinite(item).all())
+        data = None if raw_bad else self._read(item)
+        inputs = None if data is None else data['inputs']
+        if raw_bad or (isinstance(inputs, torch.Tensor)
+                       and inputs.is_floating_point()
+                       and not bool(torch.isfinite(inputs).all())):
+            raise ValueError(
+                f'{_name(item, index)} has non-finite pixel values (NaN or '
+                'inf): no score of it would mean anything')
+        return data
+
+    def _read(self, item: ImageInput) -> dict:
+        if isinstance(item, np.ndarray):
+            if item.ndim not in (2, 3) or item.size == 0:
+                raise ValueError(f'An image array must be HxW or HxWxC, got '
+                                 f'shape {item.shape}')
+            return self._from_array(
+                dict(img=item, img_shape=item.shape[:2],
+                     ori_shape=item.shape[:2]))
+        if not self.reads_files:
+            raise ValueError(
+                "This config's test pipeline reads no image files (it takes "
+                'arrays, as its dataset gives them); pass numpy arrays')
+        if not osp.isfile(item):
+            raise FileNotFoundError(f'Image {item} does not exist')
+        try:
+            return self._from_file(dict(img_path=item))
+        except Exception as err:
+            raise ValueError(f'Cannot read image {item}: {err}') from err
+
+
 class VPTInferencer:
     """Classify images with several tuned tasks on one backbone.
 
@@ -260,52 +354,7 @@ class VPTInferencer:
             self.device) if shared else None
         self.alone = {m: model.to(self.device) for m, model in alone.items()}
         self.preprocessor = first.data_preprocessor.to(self.device)
-        self.pipeline = self._pipeline()
-
-    def _pipeline(self):
-        from mmengine.dataset import Compose
-        loader = self.cfg.get('test_dataloader', None) or {}
-        dataset = loader.get('dataset', {})
-        while 'pipeline' not in dataset and 'dataset' in dataset:
-            dataset = dataset['dataset']
-        steps = list(dataset.get('pipeline', [dict(type='PackInputs')]))
-        self.reads_files = bool(steps) and steps[0].get('type') in (
-            'LoadImageFromFile', 'mmpretrain.LoadImageFromFile')
-        self._from_array = Compose(steps[1:] if self.reads_files else steps)
-        return Compose(steps)
-
-    def _prepare(self, item: ImageInput, index: int) -> dict:
-        """One input through the pipeline; refused if its pixels are not
-        finite, before any transform (a resize or a cast could spread or
-        hide them) and after (a reader of float images)."""
-        raw_bad = (isinstance(item, np.ndarray)
-                   and np.issubdtype(item.dtype, np.floating)
-                   and not np.isfinite(item).all())
-        data = None if raw_bad else self._read(item)
-        inputs = None if data is None else data['inputs']
-        if raw_bad or (isinstance(inputs, torch.Tensor)
-                       and inputs.is_floating_point()
-                       and not bool(torch.isfinite(inputs).all())):
-            raise ValueError(
-                f'{_name(item, index)} has non-finite pixel values (NaN or '
-                'inf): no score of it would mean anything')
-        return data
-
-    def _read(self, item: ImageInput) -> dict:
-        if isinstance(item, np.ndarray):
-            return self._from_array(
-                dict(img=item, img_shape=item.shape[:2],
-                     ori_shape=item.shape[:2]))
-        if not self.reads_files:
-            raise ValueError(
-                "This config's test pipeline reads no image files (it takes "
-                'arrays, as its dataset gives them); pass numpy arrays')
-        if not osp.isfile(item):
-            raise FileNotFoundError(f'Image {item} does not exist')
-        try:
-            return self.pipeline(dict(img_path=item))
-        except Exception as err:
-            raise ValueError(f'Cannot read image {item}: {err}') from err
+        self.reader = ImageReader(cfg)
 
     @torch.no_grad()
     def probabilities(self, inputs: Sequence[ImageInput],
@@ -317,7 +366,7 @@ class VPTInferencer:
         members = [m for ms in self.members.values() for m in ms]
         probs: Dict[str, List[torch.Tensor]] = {m: [] for m in members}
         for start in range(0, len(inputs), batch_size):
-            data = [self._prepare(x, start + i) for i, x in enumerate(
+            data = [self.reader.prepare(x, start + i) for i, x in enumerate(
                 inputs[start:start + batch_size])]
             batch = self.preprocessor(
                 dict(inputs=[d['inputs'] for d in data],
