@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import os
 import os.path as osp
 import threading
@@ -29,6 +30,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 from ..apis import MultiTaskClassifier, load_task_model, sharing_problem
 from ..checkpoints import frozen_fingerprint, frozen_keys, read_tuned
@@ -174,7 +176,9 @@ class TaskFolder:
                 except Exception as err:  # noqa: BLE001 (reported, not served)
                     self._models.pop(name, None)
                     self._info.pop(name, None)
-                    self._rejected[name] = f'{osp.basename(path)}: {err}'
+                    self._rejected[name] = str(err)
+                    print_log(f'Not serving {path}: {err}', logger='current',
+                              level=logging.WARNING)
                     continue
                 self._rejected.pop(name, None)
                 self._models[name] = model
