@@ -12,16 +12,17 @@ from vpt_mm.config import config_from_file
 CLASSES = ['5', '6', '7', '8', '9']
 
 
-def tuned_file(cfg_path, path, seed, pretrained=True, **prompt):
+def tuned_file(cfg_path, path, seed, pretrained=True, classes=CLASSES,
+               **prompt):
     """A 'trained' task: the config's model with other prompts, random
-    prompt and head values, saved as a tuned-only file."""
+    prompt and head values, saved as a tuned-only file with ``classes``."""
     cfg = config_from_file(cfg_path)
     cfg.model.backbone.prompt_cfg.update(prompt)
     if not pretrained:
         cfg.model.backbone.init_cfg = None
     model = MODELS.build(cfg.model)
     model.init_weights()
-    save_tuned(perturb_tuned(model, seed), path, CLASSES)
+    save_tuned(perturb_tuned(model, seed), path, classes)
     return path
 
 

@@ -58,19 +58,10 @@ def make_setup(tmp, seed: int = 0) -> str:
 
 
 def tuned_file(cfg_path: str, path: str, seed: int, **prompt) -> str:
-    """A 'trained' task on the config's backbone: random prompts and head
-    of the given prompt options, saved as a tuned-only file."""
-    from mmpretrain.registry import MODELS
-
-    from tests.conftest import perturb_tuned
-    from vpt_mm.checkpoints import save_tuned
-    from vpt_mm.config import config_from_file
-    cfg = config_from_file(cfg_path)
-    cfg.model.backbone.prompt_cfg.update(prompt)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    save_tuned(perturb_tuned(model, seed), path, CLASSES)
-    return path
+    """A 'trained' task on the config's backbone (random prompts and head of
+    the given prompt options), a tuned-only file of :data:`CLASSES`."""
+    from tests.test_apis.test_inference import tuned_file as write
+    return write(cfg_path, path, seed, classes=CLASSES, **prompt)
 
 
 def write_images(folder: str, count: int, seed: int = 0):

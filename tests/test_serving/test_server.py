@@ -119,7 +119,7 @@ def test_server_under_load(setup, tmp_path):
             'extra', 'p1', 'p3', 'p6', 's2']
         assert {t['name']: t['num_tokens'] for t in listed['tasks']}['p6'] \
             == 6
-        from vpt_mm.serving import file_sha256
+        from vpt_mm.integrity import file_sha256
         sha = {n: file_sha256(p) for n, p in files.items()}
         names = ['p1', 'p3', 'p6', 's2']
         failures, answered = [], []

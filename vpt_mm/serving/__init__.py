@@ -6,7 +6,6 @@ metrics (:mod:`.metrics`) and the Ray Serve application (:mod:`.app`).
 vpt_mm never needs it.
 """
 from .metrics import ServeMetrics
-from .tasks import TaskFolder, TaskInfo, TaskSet, file_sha256
+from .tasks import TaskFolder, TaskInfo, TaskSet
 
-__all__ = ['ServeMetrics', 'TaskFolder', 'TaskInfo', 'TaskSet',
-           'file_sha256']
+__all__ = ['ServeMetrics', 'TaskFolder', 'TaskInfo', 'TaskSet']

@@ -18,7 +18,6 @@ so a task costs its tuned tensors only.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -34,17 +33,9 @@ from mmengine.logging import print_log
 
 from ..apis import MultiTaskClassifier, load_task_model, sharing_problem
 from ..checkpoints import frozen_fingerprint, frozen_keys, read_tuned
+from ..integrity import file_sha256
 
-__all__ = ['TaskFolder', 'TaskSet', 'TaskInfo', 'file_sha256']
-
-
-def file_sha256(path: str) -> str:
-    """The sha256 of a file's bytes."""
-    sha = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            sha.update(chunk)
-    return sha.hexdigest()
+__all__ = ['TaskFolder', 'TaskSet', 'TaskInfo']
 
 
 @dataclass(frozen=True)
