@@ -89,7 +89,9 @@ def load_task_model(cfg: Union[str, Config],
 
     Returns:
         nn.Module: The model, in eval mode, with ``classes`` (class names,
-        from the file or the task, else ``'0'``, ``'1'``, ...).
+        from the file or the task, else ``'0'``, ``'1'``, ...) and
+        ``tuned_meta`` (a tuned-only file's verified metadata; ``{}`` for a
+        training checkpoint).
     """
     from mmengine.registry import MODELS
 
@@ -121,6 +123,8 @@ def load_task_model(cfg: Union[str, Config],
     if classes is None and num_classes is not None:
         classes = [str(i) for i in range(num_classes)]
     model.classes = list(classes or [])
+    model.tuned_meta = meta if str(checkpoint).endswith('.safetensors') \
+        else {}
     return model.eval()
 
 

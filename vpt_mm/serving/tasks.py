@@ -24,7 +24,7 @@ import os
 import os.path as osp
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -32,7 +32,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 
 from ..apis import MultiTaskClassifier, load_task_model, sharing_problem
-from ..checkpoints import frozen_fingerprint, frozen_keys, read_tuned
+from ..checkpoints import frozen_fingerprint, frozen_keys
 from ..integrity import file_sha256
 
 __all__ = ['TaskFolder', 'TaskSet', 'TaskInfo']
@@ -104,8 +104,7 @@ class TaskFolder:
         self.base.init_weights()
         self.base.eval()
         self.fingerprint = frozen_fingerprint(self.base)
-        self._frozen = {k: v for k, v in self.base.state_dict().items()
-                        if k in set(frozen_keys(self.base))}
+        self._frozen_keys = set(frozen_keys(self.base))
         self.base.to(self.device)
         self._models: Dict[str, nn.Module] = {}
         self._info: Dict[str, TaskInfo] = {}
@@ -118,15 +117,15 @@ class TaskFolder:
     def _load(self, path: str, name: str) -> Tuple[nn.Module, TaskInfo]:
         """Load one file strictly on the shared backbone (the fingerprint
         checked), its frozen tensors then pointed at the shared copy."""
-        _, meta = read_tuned(path)  # format, sha256, finite values
         model = load_task_model(self.cfg, path, name, frozen_from=self.base)
+        meta = model.tuned_meta
         problem = sharing_problem(model)
         if problem:
             raise ValueError(f'it cannot share the backbone: {problem}')
         shared = self.base.state_dict()
         with torch.no_grad():
             for key, tensor in model.state_dict(keep_vars=True).items():
-                if key in self._frozen:
+                if key in self._frozen_keys:
                     tensor.data = shared[key].data
         ids = meta.get('backbone.prompt.layer_ids')
         tokens = meta.get('backbone.prompt.num_tokens')
@@ -181,14 +180,6 @@ class TaskFolder:
                     if models else None
                 self.current = TaskSet(
                     self._version, classifier, dict(self._info),
-                    {self._rejected_file(n): r
+                    {f'{n}.safetensors': r
                      for n, r in self._rejected.items()})
             return self.current
-
-    def _rejected_file(self, name: str) -> str:
-        return f'{name}.safetensors'
-
-    @property
-    def names(self) -> List[str]:
-        """The loaded task names."""
-        return list(self.current.tasks)
